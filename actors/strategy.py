@@ -1,0 +1,136 @@
+"""`strategy:<name>`: a generic host for any `strategies.base.Strategy`.
+
+Pinned to the node of the feed it reads. It turns market deliveries into
+intents and sends every intent to the risk actor; if risk cannot answer in
+time the intent is dropped (fail closed) and counted, nothing else is tried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import ray
+
+from cluster.messages import (
+    BookUpdate,
+    ExecutionReport,
+    OrderIntent,
+    RejectReason,
+    RiskDecision,
+    Trade,
+)
+from strategies import create_strategy
+
+log = logging.getLogger(__name__)
+
+RISK_TIMEOUT_S = 2.0
+
+
+class StrategyHost:
+    """Plain logic of the strategy actor: counting, decisions and reports fed back to the strategy."""
+
+    def __init__(self, type_name: str, name: str, symbols: list[str], venues: dict[str, str], params: dict[str, Any]):
+        self.strategy = create_strategy(type_name, name, symbols, venues, params)
+        self.counters: dict[str, int] = {"books": 0, "trades": 0, "skipped": 0, "intents": 0, "approved": 0,
+                                         "rejected": 0, "reports": 0}
+        self.rejected_by_reason: dict[str, int] = {}
+
+    def on_market(self, books: list[BookUpdate], trades: list[Trade], skipped: int) -> list[OrderIntent]:
+        self.counters["skipped"] += skipped
+        intents: list[OrderIntent] = []
+        for t in trades:
+            self.counters["trades"] += 1
+            intents.extend(self.strategy.on_trade(t))
+        for b in books:
+            self.counters["books"] += 1
+            intents.extend(self.strategy.handle_book(b))
+        return intents
+
+    def on_decision(self, decision: RiskDecision, intent: OrderIntent) -> None:
+        self.strategy.handle_decision(decision, intent)
+        if decision.approved:
+            self.counters["approved"] += 1
+        else:
+            self.counters["rejected"] += 1
+            self.rejected_by_reason[decision.reason.value] = self.rejected_by_reason.get(decision.reason.value, 0) + 1
+
+    def unavailable(self, intent: OrderIntent, detail: str) -> RiskDecision:
+        return RiskDecision(approved=False, reason=RejectReason.RISK_UNAVAILABLE, strategy=intent.strategy,
+                            venue=intent.venue, symbol=intent.symbol, action=intent.action, detail=detail,
+                            ts_ns=time.time_ns())
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+class StrategyActor:
+    def __init__(self, type_name: str, name: str, symbols: list[str], venues: dict[str, str], params: dict[str, Any],
+                 risk_name: str = "risk", timer_interval_ms: float = 0.0):
+        self.name = name
+        self.host = StrategyHost(type_name, name, symbols, venues, params)
+        self.risk_name = risk_name
+        self.risk: Any = None
+        self.lock = asyncio.Lock()
+        self.timer_interval_s = timer_interval_ms / 1000.0
+        self.timer_task: asyncio.Task | None = None
+        self.active = True
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    async def on_market(self, books: list[Any], trades: list[Trade], skipped: int) -> None:
+        if books and isinstance(books[0], ray.ObjectRef):
+            books = list(await asyncio.gather(*books))
+        async with self.lock:
+            if not self.active:
+                return
+            await self._submit(self.host.on_market(books, trades, skipped))
+
+    async def on_report(self, report: ExecutionReport) -> None:
+        async with self.lock:
+            self.host.counters["reports"] += 1
+            intents = self.host.strategy.handle_report(report)
+            if self.active:
+                await self._submit(intents)
+
+    async def start_timer(self) -> None:
+        if self.timer_interval_s > 0 and self.timer_task is None:
+            self.timer_task = asyncio.get_running_loop().create_task(self._timer())
+
+    async def _timer(self) -> None:
+        while True:
+            await asyncio.sleep(self.timer_interval_s)
+            async with self.lock:
+                if self.active:
+                    await self._submit(self.host.strategy.on_timer(time.time_ns()))
+
+    async def _submit(self, intents: list[OrderIntent]) -> None:
+        for intent in intents:
+            self.host.counters["intents"] += 1
+            decision = await self._ask_risk(intent)
+            self.host.on_decision(decision, intent)
+
+    async def _ask_risk(self, intent: OrderIntent) -> RiskDecision:
+        try:
+            if self.risk is None:
+                self.risk = ray.get_actor(self.risk_name)
+            return await asyncio.wait_for(self.risk.submit.remote(intent), RISK_TIMEOUT_S)
+        except Exception as exc:  # fail closed: no answer from risk means nothing is sent
+            self.risk = None
+            return self.host.unavailable(intent, f"risk did not answer: {type(exc).__name__}")
+
+    def set_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.host.strategy.set_params(params)
+        return dict(self.host.strategy.params)
+
+    async def stop(self) -> dict[str, Any]:
+        async with self.lock:
+            self.active = False
+        if self.timer_task is not None:
+            self.timer_task.cancel()
+        return self.stats()
+
+    def stats(self) -> dict[str, Any]:
+        return {"counters": dict(self.host.counters), "rejected": dict(self.host.rejected_by_reason),
+                "positions": dict(self.host.strategy.positions)}

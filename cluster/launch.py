@@ -1,0 +1,308 @@
+"""Bring a cluster up from its config, run it, and take it down cleanly.
+
+Order of start: Redis (the truth), Ray, the risk actor, gateways, feeds placed
+by the plan, strategies pinned beside their feeds, subscriptions, then the
+feeds start ticking. Shutdown reverses it: strategies stop, resting orders are
+canceled, state is persisted, actors stop, the Redis this run started stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from actors.feed import FeedActor
+from actors.gateway import GatewayActor
+from actors.risk import RiskActor
+from actors.strategy import StrategyActor
+from cluster.config import ClusterConfig
+from cluster.placement import SHARD_RESOURCE, NodeInfo, PlacementPlan, plan_placement
+from cluster.redis_server import EmbeddedRedis
+from cluster.state_store import StateStore
+
+log = logging.getLogger(__name__)
+
+RISK_NAME = "risk"
+
+
+class LaunchError(RuntimeError):
+    """The cluster could not be started; the message says what failed and what to try."""
+
+
+def namespace_for(cfg: ClusterConfig) -> str:
+    return f"rsc-{cfg.cluster.name}"
+
+
+def current_run_file(cfg: ClusterConfig) -> Path:
+    return Path(cfg.cluster.data_dir) / f"{cfg.cluster.name}.current.json"
+
+
+def alive_nodes() -> list[NodeInfo]:
+    head_ip = ray.util.get_node_ip_address()
+    out = []
+    for n in ray.nodes():
+        if not n.get("Alive"):
+            continue
+        res = n.get("Resources", {})
+        out.append(NodeInfo(node_id=n["NodeID"], address=n.get("NodeManagerAddress", ""),
+                            capacity=float(res.get(SHARD_RESOURCE, 1.0)),
+                            is_head="node:__internal_head__" in res or n.get("NodeManagerAddress") == head_ip))
+    heads = [n for n in out if n.is_head]
+    if len(heads) > 1:  # several nodes on one IP (simulated cluster): the internal head marker decides
+        marked = {n["NodeID"] for n in ray.nodes() if "node:__internal_head__" in n.get("Resources", {})}
+        out = [NodeInfo(n.node_id, n.address, n.capacity, n.node_id in marked) for n in out]
+    return out
+
+
+def pinned(node_id: str) -> NodeAffinitySchedulingStrategy:
+    return NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+
+
+@dataclass
+class ClusterRun:
+    cfg: ClusterConfig
+    run_dir: Path | None = None
+    redis: EmbeddedRedis | None = None
+    redis_url: str = ""
+    store: StateStore | None = None
+    started_ray: bool = False
+    plan: PlacementPlan | None = None
+    risk: Any = None
+    gateways: dict[str, Any] = field(default_factory=dict)
+    feeds: dict[str, Any] = field(default_factory=dict)
+    strategies: dict[str, Any] = field(default_factory=dict)
+    stats_at_start: dict[str, int] = field(default_factory=dict)
+    started_at: float = 0.0
+
+    # -- start ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.cfg
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.run_dir = Path(cfg.cluster.data_dir).resolve() / f"{cfg.cluster.name}-{stamp}-{os.getpid()}"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._start_redis()
+        self._start_ray()
+        self._start_actors()
+        self._write_current()
+        self.started_at = time.monotonic()
+
+    def _start_redis(self) -> None:
+        if self.cfg.redis.url:
+            self.redis_url = self.cfg.redis.url
+        else:
+            assert self.run_dir is not None
+            self.redis = EmbeddedRedis(self.run_dir / "redis")
+            self.redis_url = self.redis.start()
+        self.store = StateStore.from_url(self.redis_url, self.cfg.cluster.name)
+        try:
+            self.store.ping()
+        except Exception as exc:
+            raise LaunchError(f"cannot reach Redis at {self.redis_url}: {exc}") from None
+        self.stats_at_start = self.store.stats()
+
+    def _start_ray(self) -> None:
+        cfg = self.cfg.ray
+        if ray.is_initialized():
+            return
+        kwargs: dict[str, Any] = {"namespace": namespace_for(self.cfg), "logging_level": logging.WARNING,
+                                  "log_to_driver": True}
+        try:
+            if cfg.address:
+                ray.init(address=cfg.address, **kwargs)
+            else:
+                ray.init(include_dashboard=True, dashboard_host=cfg.dashboard_host, dashboard_port=cfg.dashboard_port,
+                         num_cpus=cfg.num_cpus, **kwargs)
+                self.started_ray = True
+        except Exception as exc:
+            raise LaunchError(f"could not start or join Ray (ray.address={cfg.address or 'local'!r}): "
+                              f"{type(exc).__name__}: {exc}") from None
+
+    def _start_actors(self) -> None:
+        cfg = self.cfg
+        assert self.store is not None
+        self.plan = plan = plan_placement(cfg, alive_nodes())
+        name = cfg.cluster.name
+        venues = sorted(cfg.venues)
+        self.risk = RiskActor.options(name=RISK_NAME, get_if_exists=True, scheduling_strategy=pinned(plan.head_node)
+                                      ).remote(cfg.risk, cfg.symbols, venues, self.redis_url, name)
+        for v in venues:
+            self.gateways[v] = GatewayActor.options(name=f"gateway:{v}", get_if_exists=True,
+                                                    scheduling_strategy=pinned(plan.head_node)
+                                                    ).remote(v, cfg.venues[v], self.redis_url, name, RISK_NAME)
+        symbol_cfg = cfg.symbol_map
+        for g in plan.feeds:
+            self.feeds[g.name] = FeedActor.options(name=g.name, get_if_exists=True, scheduling_strategy=pinned(g.node_id)
+                                                   ).remote(g.name, g.venue, [symbol_cfg[s] for s in g.symbols],
+                                                            cfg.market, cfg.feeds)
+        for st in cfg.strategies:
+            venues_of = {s: symbol_cfg[s].venue for s in st.symbols}
+            self.strategies[st.name] = StrategyActor.options(
+                name=f"strategy:{st.name}", get_if_exists=True, scheduling_strategy=pinned(plan.strategies[st.name])
+            ).remote(st.type, st.name, st.symbols, venues_of, st.params, RISK_NAME, st.timer_interval_ms)
+        # Everything constructed (restored from Redis) before any market data flows.
+        try:
+            ray.get([a.node_id.remote() for a in self.all_actors().values()], timeout=120)
+        except Exception as exc:
+            raise LaunchError(f"actors failed to start: {type(exc).__name__}: {exc}") from None
+        subs = []
+        for st in cfg.strategies:
+            for g in plan.feeds:
+                syms = [s for s in st.symbols if s in g.symbols]
+                if syms:
+                    subs.append(self.feeds[g.name].subscribe.remote(f"strategy:{st.name}", self.strategies[st.name], syms))
+        for g in plan.feeds:
+            subs.append(self.feeds[g.name].subscribe.remote(f"gateway:{g.venue}", self.gateways[g.venue], g.symbols))
+        ray.get(subs)
+        ray.get([s.start_timer.remote() for s in self.strategies.values()])
+        nodes = ray.get([f.start.remote(self.risk) for f in self.feeds.values()])
+        for actor_name, node in zip(self.feeds, nodes, strict=True):
+            self.store.register_actor(actor_name, json.dumps({"role": "feed", "node_id": node}).encode())
+        for st_name, handle in self.strategies.items():
+            node = ray.get(handle.node_id.remote())
+            self.store.register_actor(f"strategy:{st_name}", json.dumps({"role": "strategy", "node_id": node}).encode())
+        for v, handle in self.gateways.items():
+            self.store.register_actor(f"gateway:{v}", json.dumps({"role": "gateway", "node_id": plan.head_node}).encode())
+        self.store.register_actor(RISK_NAME, json.dumps({"role": "risk", "node_id": plan.head_node}).encode())
+
+    def all_actors(self) -> dict[str, Any]:
+        out = {RISK_NAME: self.risk}
+        out.update({f"gateway:{v}": h for v, h in self.gateways.items()})
+        out.update(self.feeds)
+        out.update({f"strategy:{n}": h for n, h in self.strategies.items()})
+        return out
+
+    def _write_current(self) -> None:
+        path = current_run_file(self.cfg)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ctx = ray.get_runtime_context()
+        info = {"cluster": self.cfg.cluster.name, "redis_url": self.redis_url, "run_dir": str(self.run_dir),
+                "pid": os.getpid(), "ray_address": ctx.gcs_address, "namespace": namespace_for(self.cfg),
+                "dashboard_url": _dashboard_url()}
+        path.write_text(json.dumps(info, indent=2))
+
+    # -- while running ----------------------------------------------------------------------------------
+    def progress(self) -> dict[str, Any]:
+        assert self.store is not None
+        stats = self._stats_delta()
+        positions = self.store.positions()
+        return {"elapsed_s": round(time.monotonic() - self.started_at, 1), "orders": stats.get("orders_submitted", 0),
+                "fills": stats.get("fills", 0),
+                "realized_pnl": round(sum(p.realized_pnl - p.fees for p in positions), 4)}
+
+    def _stats_delta(self) -> dict[str, int]:
+        assert self.store is not None
+        now = self.store.stats()
+        return {k: v - self.stats_at_start.get(k, 0) for k, v in now.items()}
+
+    # -- stop --------------------------------------------------------------------------------------------
+    def shutdown(self) -> dict[str, Any]:
+        """Stop trading, cancel resting orders, collect the summary, stop actors and what this run started."""
+        summary: dict[str, Any] = {}
+        try:
+            if ray.is_initialized() and self.feeds:
+                summary = self._drain_and_summarize()
+        finally:
+            if ray.is_initialized():
+                for h in self.all_actors().values():
+                    if h is not None:
+                        with contextlib.suppress(Exception):
+                            ray.kill(h, no_restart=True)
+                if self.started_ray:
+                    ray.shutdown()
+            with contextlib.suppress(OSError):
+                current_run_file(self.cfg).unlink()
+            if self.redis is not None:
+                self.redis.stop()
+        return summary
+
+    def _drain_and_summarize(self) -> dict[str, Any]:
+        assert self.store is not None
+        strategy_stats = dict(zip(self.strategies, _get_all([s.stop.remote() for s in self.strategies.values()]),
+                                  strict=True))
+        _get_all([g.cancel_all.remote(None) for g in self.gateways.values()])
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            open_now = sum(len(x or []) for x in _get_all([g.open_orders.remote() for g in self.gateways.values()]))
+            if open_now == 0:
+                break
+            time.sleep(0.1)
+        feed_stats: dict[str, dict[str, int]] = {}
+        for stats in _get_all([f.stop.remote() for f in self.feeds.values()]):
+            feed_stats.update(stats or {})
+        return build_summary(self.cfg, self.store, self._stats_delta(), feed_stats, strategy_stats,
+                             [f"{k}" for k in self.all_actors()], self.plan)
+
+
+def _get_all(refs: list[Any], timeout: float = 10.0) -> list[Any]:
+    out = []
+    for r in refs:
+        try:
+            out.append(ray.get(r, timeout=timeout))
+        except Exception as exc:
+            log.warning("shutdown: an actor did not answer: %s", type(exc).__name__)
+            out.append(None)
+    return out
+
+
+def _dashboard_url() -> str:
+    with contextlib.suppress(Exception):
+        url = ray.get_runtime_context().dashboard_url if hasattr(ray.get_runtime_context(), "dashboard_url") else ""
+        if url:
+            return url if url.startswith("http") else f"http://{url}"
+    with contextlib.suppress(Exception):
+        from ray._private.worker import global_worker
+
+        url = global_worker.node.address_info.get("webui_url", "")
+        return f"http://{url}" if url else ""
+    return ""
+
+
+def build_summary(cfg: ClusterConfig, store: StateStore, stats: dict[str, int], feed_stats: dict[str, dict[str, int]],
+                  strategy_stats: dict[str, Any], actors: list[str], plan: PlacementPlan | None) -> dict[str, Any]:
+    positions = store.positions()
+    marks = store.marks()
+    symbols = [s.symbol for s in cfg.symbols]
+    net = dict.fromkeys(symbols, 0.0)
+    realized = unrealized = fees = 0.0
+    for p in positions:
+        net[p.symbol] = net.get(p.symbol, 0.0) + p.qty
+        realized += p.realized_pnl
+        fees += p.fees
+        unrealized += p.unrealized(marks.get(p.symbol))
+    rejected: dict[str, int] = {k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("rejected:") and v}
+    for st in strategy_stats.values():
+        for reason, n in ((st or {}).get("rejected") or {}).items():
+            if reason == "risk_unavailable":  # decided in the strategy actor, never reached risk's audit
+                rejected[reason] = rejected.get(reason, 0) + n
+    return {
+        "cluster": cfg.cluster.name,
+        "symbols": symbols,
+        "actors": sorted(actors),
+        "orders_submitted": stats.get("orders_submitted", 0),
+        "orders_rejected": rejected,
+        "fills": stats.get("fills", 0),
+        "fills_by_symbol": {s: stats.get(f"fills:{s}", 0) for s in symbols},
+        "realized_pnl": round(realized - fees, 6),
+        "fees": round(fees, 6),
+        "unrealized_pnl": round(unrealized, 6),
+        "positions": {s: round(q, 12) for s, q in net.items()},
+        "max_abs_position": {s: store.max_abs_positions().get(s, 0.0) for s in symbols},
+        "book_updates": {s: feed_stats.get(s, {}).get("applied", 0) for s in symbols},
+        "placement": plan.symbol_nodes() if plan else {},
+        "strategies": {k: (v or {}).get("counters", {}) for k, v in strategy_stats.items()},
+    }
+
+
+def summary_to_json(summary: dict[str, Any]) -> bytes:
+    return msgspec.json.format(msgspec.json.encode(summary), indent=2)

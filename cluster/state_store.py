@@ -1,0 +1,192 @@
+"""The cluster's shared state in Redis, namespaced by cluster name.
+
+Redis is the truth a restarted actor rebuilds from: orders (every one, with the
+set of open ones), positions, the order journal (a Redis Stream of every order
+event and fill), the risk audit stream, kill switches, run statistics.
+
+Keys (prefix `rsc:<cluster>:`):
+  orders        hash  client_order_id -> Order JSON (latest state)
+  orders:open   hash  client_order_id -> Order JSON, for orders not yet terminal
+  journal       stream  {kind: order|fill, venue, data: JSON}
+  fills:seen    set   "<venue>:<trade_id>" of every recorded fill (dedupe)
+  positions     hash  "<strategy>|<symbol>" -> Position JSON
+  maxpos        hash  symbol -> max |net position| seen
+  marks         hash  symbol -> last reference price
+  kill          hash  scope -> "1" (global, venue:<v>, strategy:<s>)
+  audit         stream  risk decisions
+  stats         hash  counters (orders_submitted, rejected:<reason>, book_updates:<symbol>, ...)
+  coid          counter for client order ids
+  actors        hash  actor name -> JSON {node_id, pid, role}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import redis
+
+from cluster.messages import Fill, Order, Position, RiskDecision, from_json, to_json
+
+JOURNAL_MAXLEN = 1_000_000
+
+
+class StateStore:
+    def __init__(self, client: redis.Redis, cluster: str):
+        self.r = client
+        self.cluster = cluster
+        self.prefix = f"rsc:{cluster}:"
+
+    @classmethod
+    def from_url(cls, url: str, cluster: str, timeout_s: float = 2.0) -> StateStore:
+        client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                      health_check_interval=30)
+        return cls(client, cluster)
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+    def ping(self) -> bool:
+        return bool(self.r.ping())
+
+    # -- client order ids --------------------------------------------------------------------------
+    def next_client_order_ids(self, n: int = 1) -> list[str]:
+        """Unique across restarts: a Redis counter, never reused (Binance allows 36 chars of [A-Za-z0-9_-])."""
+        last = int(self.r.incrby(self.key("coid"), n))
+        return [f"{self.cluster[:16]}-{i:x}" for i in range(last - n + 1, last + 1)]
+
+    # -- orders and fills ----------------------------------------------------------------------------
+    def record_order(self, order: Order, event: str = "") -> None:
+        data = to_json(order)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self.key("orders"), order.client_order_id, data)
+        if order.status.is_terminal:
+            pipe.hdel(self.key("orders:open"), order.client_order_id)
+        else:
+            pipe.hset(self.key("orders:open"), order.client_order_id, data)
+        pipe.xadd(self.key("journal"), {"kind": "order", "event": event or order.status.value, "venue": order.venue,
+                                         "data": data}, maxlen=JOURNAL_MAXLEN, approximate=True)
+        pipe.execute()
+
+    def fill_seen(self, venue: str, trade_id: str) -> bool:
+        return bool(self.r.sismember(self.key("fills:seen"), f"{venue}:{trade_id}"))
+
+    def record_fill(self, order: Order, fill: Fill, position: Position, max_abs_net: float) -> bool:
+        """Journal a fill with the order state and position it produced, all or nothing.
+
+        Returns False (and writes nothing) if this venue trade id was already recorded.
+        """
+        seen_key = self.key("fills:seen")
+        member = f"{fill.venue}:{fill.trade_id}"
+        order_data = to_json(order)
+        with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(seen_key)
+                    if pipe.sismember(seen_key, member):
+                        pipe.unwatch()
+                        return False
+                    pipe.multi()
+                    pipe.sadd(seen_key, member)
+                    pipe.hset(self.key("orders"), order.client_order_id, order_data)
+                    if order.status.is_terminal:
+                        pipe.hdel(self.key("orders:open"), order.client_order_id)
+                    else:
+                        pipe.hset(self.key("orders:open"), order.client_order_id, order_data)
+                    pipe.hset(self.key("positions"), f"{position.strategy}|{position.symbol}", to_json(position))
+                    pipe.hset(self.key("maxpos"), fill.symbol, repr(max_abs_net))
+                    pipe.hincrby(self.key("stats"), "fills", 1)
+                    pipe.hincrby(self.key("stats"), f"fills:{fill.symbol}", 1)
+                    pipe.xadd(self.key("journal"), {"kind": "fill", "event": "fill", "venue": fill.venue,
+                                                     "data": to_json(fill)}, maxlen=JOURNAL_MAXLEN, approximate=True)
+                    pipe.xadd(self.key("journal"), {"kind": "order", "event": order.status.value, "venue": order.venue,
+                                                     "data": order_data}, maxlen=JOURNAL_MAXLEN, approximate=True)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
+
+    def load_order(self, client_order_id: str) -> Order | None:
+        raw = self.r.hget(self.key("orders"), client_order_id)
+        return from_json(raw, Order) if raw else None  # type: ignore[return-value]
+
+    def open_orders(self, venue: str | None = None) -> list[Order]:
+        orders = [from_json(raw, Order) for raw in self.r.hvals(self.key("orders:open"))]
+        orders.sort(key=lambda o: o.created_ts_ns)  # type: ignore[attr-defined]
+        return [o for o in orders if venue is None or o.venue == venue]  # type: ignore[misc]
+
+    def trading_snapshot(self) -> tuple[list[Position], list[Order], set[str]]:
+        """Positions, open orders and recorded fill ids read in one transaction, so they agree."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hvals(self.key("positions"))
+        pipe.hvals(self.key("orders:open"))
+        pipe.smembers(self.key("fills:seen"))
+        pos_raw, open_raw, seen_raw = pipe.execute()
+        return ([from_json(v, Position) for v in pos_raw], [from_json(v, Order) for v in open_raw],  # type: ignore[misc]
+                {m.decode() for m in seen_raw})
+
+    def journal(self, count: int | None = None) -> list[tuple[str, dict[str, str]]]:
+        entries = self.r.xrange(self.key("journal"), count=count)
+        return [(eid.decode(), {k.decode(): v.decode() for k, v in fields.items()}) for eid, fields in entries]
+
+    def journal_fills(self) -> list[Fill]:
+        return [from_json(f["data"], Fill) for _, f in self.journal() if f["kind"] == "fill"]  # type: ignore[misc]
+
+    # -- positions ----------------------------------------------------------------------------------
+    def positions(self) -> list[Position]:
+        return [from_json(v, Position) for v in self.r.hvals(self.key("positions"))]  # type: ignore[misc]
+
+    def max_abs_positions(self) -> dict[str, float]:
+        return {k.decode(): float(v) for k, v in self.r.hgetall(self.key("maxpos")).items()}
+
+    def set_marks(self, marks: dict[str, float]) -> None:
+        if marks:
+            self.r.hset(self.key("marks"), mapping={k: repr(v) for k, v in marks.items()})
+
+    def marks(self) -> dict[str, float]:
+        return {k.decode(): float(v) for k, v in self.r.hgetall(self.key("marks")).items()}
+
+    # -- kill switch ----------------------------------------------------------------------------------
+    def set_kill_switch(self, scope: str, on: bool) -> None:
+        if on:
+            self.r.hset(self.key("kill"), scope, "1")
+        else:
+            self.r.hdel(self.key("kill"), scope)
+
+    def kill_switches(self) -> set[str]:
+        return {k.decode() for k in self.r.hkeys(self.key("kill"))}
+
+    # -- audit and statistics -------------------------------------------------------------------------
+    def audit_pipeline(self, decisions: Iterable[RiskDecision]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for d in decisions:
+            pipe.xadd(self.key("audit"), {"approved": int(d.approved), "reason": d.reason.value, "data": to_json(d)},
+                      maxlen=JOURNAL_MAXLEN, approximate=True)
+            if d.action.value == "new":
+                pipe.hincrby(self.key("stats"), "orders_submitted", 1)
+                if not d.approved:
+                    pipe.hincrby(self.key("stats"), f"rejected:{d.reason.value}", 1)
+        pipe.execute()
+
+    def incr_stats(self, counters: dict[str, int]) -> None:
+        if not counters:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for k, v in counters.items():
+            pipe.hincrby(self.key("stats"), k, v)
+        pipe.execute()
+
+    def stats(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.r.hgetall(self.key("stats")).items()}
+
+    def register_actor(self, name: str, info: bytes) -> None:
+        self.r.hset(self.key("actors"), name, info)
+
+    def actors(self) -> dict[str, bytes]:
+        return {k.decode(): v for k, v in self.r.hgetall(self.key("actors")).items()}
+
+    def reset(self) -> None:
+        """Delete this cluster's keys (a fresh paper run)."""
+        keys = list(self.r.scan_iter(match=self.prefix + "*", count=1000))
+        if keys:
+            self.r.delete(*keys)
+

@@ -1,0 +1,129 @@
+"""The strategy API: one plain class, no Ray in it.
+
+A strategy reacts to market data and to its own orders' execution reports by
+returning order intents. The generic `StrategyActor` hosts any subclass, sends
+the intents to the risk actor and feeds decisions and reports back. The same
+class runs in backtests unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from cluster.messages import (
+    BookUpdate,
+    ExecutionReport,
+    IntentAction,
+    OrderIntent,
+    OrderType,
+    RiskDecision,
+    Side,
+    TimeInForce,
+    Trade,
+    now_ns,
+)
+
+
+class StrategyParamError(ValueError):
+    """A parameter is unknown or has a bad value; the message names it."""
+
+
+class Strategy:
+    """Base class. Subclasses set `defaults` and override the `on_*` hooks they need.
+
+    State the base keeps for every strategy: the latest book per symbol, the
+    net position per symbol (from fills) and the strategy's working orders
+    (approved and not yet terminal), so subclasses need not track them.
+    """
+
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, name: str, symbols: list[str], venues: Mapping[str, str], params: Mapping[str, Any] | None = None):
+        self.name = name
+        self.symbols = list(symbols)
+        self.venues = dict(venues)  # symbol -> venue
+        self.params: dict[str, Any] = dict(self.defaults)
+        self.books: dict[str, BookUpdate] = {}
+        self.positions: dict[str, float] = dict.fromkeys(self.symbols, 0.0)
+        self.working: dict[str, ExecutionReport | OrderIntent] = {}
+        self.rejections: dict[str, int] = {}
+        self.set_params(params or {})
+
+    # -- parameters -------------------------------------------------------------------------------
+    def set_params(self, params: Mapping[str, Any]) -> None:
+        """Validate and apply parameters; the type of each default is the type a value must have."""
+        for key, value in params.items():
+            if key not in self.defaults:
+                raise StrategyParamError(f"{type(self).__name__}: unknown parameter {key!r}; known: {sorted(self.defaults)}")
+            default = self.defaults[key]
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise StrategyParamError(f"{type(self).__name__}: parameter {key!r} must be true or false, got {value!r}")
+            elif isinstance(default, (int, float)):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise StrategyParamError(f"{type(self).__name__}: parameter {key!r} must be a number, got {value!r}")
+                value = type(default)(value) if isinstance(default, float) or float(value).is_integer() else value
+            self.params[key] = value
+        self.validate_params()
+
+    def validate_params(self) -> None:
+        """Override to check relations between parameters (raise StrategyParamError)."""
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def on_book(self, update: BookUpdate) -> list[OrderIntent]:
+        return []
+
+    def on_trade(self, trade: Trade) -> list[OrderIntent]:
+        return []
+
+    def on_fill(self, report: ExecutionReport) -> list[OrderIntent]:
+        return []
+
+    def on_timer(self, now: int) -> list[OrderIntent]:
+        return []
+
+    # -- called by the host -----------------------------------------------------------------------
+    def handle_book(self, update: BookUpdate) -> list[OrderIntent]:
+        self.books[update.symbol] = update
+        if not update.tradeable:
+            return []
+        return self.on_book(update)
+
+    def handle_decision(self, decision: RiskDecision, intent: OrderIntent) -> None:
+        if decision.approved and decision.client_order_id and intent.action is IntentAction.NEW:
+            self.working[decision.client_order_id] = intent
+        elif not decision.approved:
+            self.rejections[decision.reason.value] = self.rejections.get(decision.reason.value, 0) + 1
+
+    def handle_report(self, report: ExecutionReport) -> list[OrderIntent]:
+        if report.fill is not None:
+            fill = report.fill
+            self.positions[fill.symbol] = self.positions.get(fill.symbol, 0.0) + fill.side.sign * fill.qty
+        if report.status.is_terminal:
+            self.working.pop(report.client_order_id, None)
+        elif report.client_order_id in self.working:
+            self.working[report.client_order_id] = report
+        return self.on_fill(report) if report.fill is not None else []
+
+    # -- helpers for subclasses -------------------------------------------------------------------
+    def working_orders(self, symbol: str, side: Side | None = None) -> list[str]:
+        out = []
+        for coid, o in self.working.items():
+            if o.symbol == symbol and (side is None or o.side is side):
+                out.append(coid)
+        return out
+
+    def limit(self, symbol: str, side: Side, qty: float, price: float, tag: str = "",
+              tif: TimeInForce = TimeInForce.GTC) -> OrderIntent:
+        return OrderIntent(strategy=self.name, venue=self.venues[symbol], symbol=symbol, side=side, qty=qty,
+                           order_type=OrderType.LIMIT, price=price, tif=tif, tag=tag, created_ts_ns=now_ns())
+
+    def market(self, symbol: str, side: Side, qty: float, tag: str = "") -> OrderIntent:
+        return OrderIntent(strategy=self.name, venue=self.venues[symbol], symbol=symbol, side=side, qty=qty,
+                           order_type=OrderType.MARKET, tif=TimeInForce.IOC, tag=tag, created_ts_ns=now_ns())
+
+    def cancel(self, client_order_id: str) -> OrderIntent:
+        o = self.working[client_order_id]
+        return OrderIntent(strategy=self.name, venue=o.venue, symbol=o.symbol, action=IntentAction.CANCEL,
+                           side=o.side, target_client_order_id=client_order_id, created_ts_ns=now_ns())

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cluster.config import ConfigError, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def base() -> dict:
+    return yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
+
+
+def test_shipped_paper_config_is_valid_and_big_enough():
+    cfg = load_config(REPO / "configs" / "paper.yaml")
+    assert len(cfg.symbols) >= 4
+    assert len(cfg.strategies) >= 2
+    assert cfg.redis.url == ""
+    assert cfg.ray.address == ""
+
+
+def error_for(data: dict) -> ConfigError:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    return exc.value
+
+
+def test_unknown_key_is_named():
+    data = base()
+    data["market"]["sead"] = 1
+    err = error_for(data)
+    assert err.key == "market"
+    assert "sead" in err.problem
+
+
+def test_wrong_type_names_the_path():
+    data = base()
+    data["market"]["seed"] = "seven"
+    err = error_for(data)
+    assert err.key == "market.seed"
+    assert "int" in err.problem
+
+
+def test_strategy_with_unknown_symbol():
+    data = base()
+    data["strategies"][0]["symbols"] = ["BTCUSDT", "DOGEUSDT"]
+    err = error_for(data)
+    assert err.key == "strategies[0].symbols"
+    assert "DOGEUSDT" in err.problem
+
+
+def test_unknown_strategy_type():
+    data = base()
+    data["strategies"][1]["type"] = "magic"
+    err = error_for(data)
+    assert err.key == "strategies[1].type"
+    assert "market_maker" in err.problem
+
+
+def test_bad_strategy_param_names_params():
+    data = base()
+    data["strategies"][0]["params"] = {"no_such_param": 1}
+    err = error_for(data)
+    assert err.key == "strategies[0].params"
+    assert "no_such_param" in err.problem
+
+
+def test_symbol_on_unknown_venue():
+    data = base()
+    data["symbols"][2]["venue"] = "ftx"
+    err = error_for(data)
+    assert err.key == "symbols[2].venue"
+
+
+def test_duplicate_symbol_and_strategy_name():
+    data = base()
+    data["symbols"].append(dict(data["symbols"][0]))
+    assert "twice" in error_for(data).problem
+    data = base()
+    data["strategies"][1]["name"] = data["strategies"][0]["name"]
+    assert error_for(data).key == "strategies[1].name"
+
+
+def test_negative_limit_and_bad_urls():
+    data = base()
+    data["risk"]["defaults"]["max_order_notional"] = -5
+    assert error_for(data).key == "risk.defaults.max_order_notional"
+    data = base()
+    data["redis"]["url"] = "http://localhost"
+    assert error_for(data).key == "redis.url"
+    data = base()
+    data["ray"]["address"] = "somewhere"
+    assert error_for(data).key == "ray.address"
+
+
+def test_risk_scope_for_unknown_symbol():
+    data = base()
+    data["risk"]["symbols"] = {"XRPUSDT": {"max_position_qty": 1}}
+    assert error_for(data).key == "risk.symbols.XRPUSDT"
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cluster: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- just a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
