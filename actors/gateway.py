@@ -61,19 +61,20 @@ class GatewayService:
     def restore(self) -> list[ExecutionReport]:
         """Rebuild from Redis. Orders the venue never acknowledged are canceled (the paper venue lost them)."""
         positions, open_orders, seen = self.store.trading_snapshot()
-        self.portfolio.load(p for p in positions if p.venue == self.venue_name)
+        self.portfolio.load((p for p in positions if p.venue == self.venue_name), self.store.max_abs_positions())
         self.seen_trades = {s for s in seen if s.startswith(f"{self.venue_name}:")}
-        reports: list[ExecutionReport] = []
+        applied: list[ExecutionReport] = []
         for o in (o for o in open_orders if o.venue == self.venue_name):
             self.orders[o.client_order_id] = o
             if o.status in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_CANCEL):
                 self.venue.restore(msgspec.structs.replace(o, status=OrderStatus.NEW if o.filled_qty == 0
                                                            else OrderStatus.PARTIALLY_FILLED))
                 if o.status is OrderStatus.PENDING_CANCEL:
-                    reports.extend(self.cancel_at_venue(o.client_order_id))
+                    applied.extend(self.cancel_at_venue(o.client_order_id))
             else:
-                reports.append(self._report_for(o, OrderStatus.CANCELED, "gateway restarted before the venue saw it"))
-        return [r for r in (self.apply(r) for r in reports) if r is not None]
+                lost = self._report_for(o, OrderStatus.CANCELED, "gateway restarted before the venue saw it")
+                applied.extend(r for r in [self.apply(lost)] if r is not None)
+        return applied
 
     # -- orders in ---------------------------------------------------------------------------------
     def accept(self, order: Order) -> None:

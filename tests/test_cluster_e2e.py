@@ -48,7 +48,7 @@ def test_paper_cluster_end_to_end(ray_session, redis_url, tmp_path):
     run = ClusterRun(cfg)
     run.start()
     try:
-        names = {a["name"] for a in ray.util.state.list_actors(filters=[("state", "=", "ALIVE")])}
+        names = set(ray.util.list_named_actors())
         for expected in ["risk", "gateway:paper", "strategy:mm", "strategy:obi",
                          *[f"feed:paper:{s.symbol}" for s in cfg.symbols]]:
             assert expected in names, f"actor {expected} missing from {sorted(names)}"
