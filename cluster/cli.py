@@ -66,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     ks.add_argument("--strategy", default=None, help="only this strategy")
     ks.add_argument("--config", default=DEFAULT_CONFIG)
     ks.set_defaults(func=cmd_kill_switch)
+
+    # Further commands live one per module in cluster/commands/, each with `register(subparsers)`.
+    import importlib
+    import pkgutil
+
+    import cluster.commands
+
+    for mod in sorted(pkgutil.iter_modules(cluster.commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"cluster.commands.{mod.name}").register(sub)
     return p
 
 

@@ -14,20 +14,11 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
-from cluster.messages import Struct
+from cluster.config_base import Cfg, ConfigError, check
+from gateways.venue_config import VenueSection
+from risk.limits import RiskLimits, RiskSection
 
-
-class ConfigError(ValueError):
-    """A config problem, naming the key (`strategies[1].symbols`) and what is wrong."""
-
-    def __init__(self, key: str, problem: str):
-        self.key = key
-        self.problem = problem
-        super().__init__(f"config error at {key}: {problem}")
-
-
-class Cfg(Struct, forbid_unknown_fields=True):
-    """Config sections: frozen, no unknown keys."""
+__all__ = ["ClusterConfig", "ConfigError", "RiskLimits", "RiskSection", "VenueSection", "load_config", "parse_config"]
 
 
 class ClusterSection(Cfg):
@@ -46,14 +37,6 @@ class RaySection(Cfg):
 class RedisSection(Cfg):
     # "" starts an embedded real redis-server on a free port, with AOF in the run's data folder.
     url: str = ""
-
-
-class VenueSection(Cfg):
-    type: Literal["paper", "binance", "alpaca"] = "paper"
-    latency_ms: float = 2.0
-    maker_fee_bps: float = 1.0
-    taker_fee_bps: float = 5.0
-    order_timeout_s: float = 5.0
 
 
 class SymbolSection(Cfg):
@@ -95,25 +78,6 @@ class StrategySection(Cfg):
     timer_interval_ms: float = 0.0
 
 
-class RiskLimits(Cfg):
-    """Limits for one scope; None means no limit at this scope."""
-
-    max_order_qty: float | None = None
-    max_order_notional: float | None = None
-    max_position_qty: float | None = None
-    max_position_notional: float | None = None
-
-
-class RiskSection(Cfg):
-    kill_switch: bool = False
-    defaults: RiskLimits = RiskLimits(max_order_notional=50_000.0)
-    symbols: dict[str, RiskLimits] = {}
-    strategies: dict[str, RiskLimits] = {}
-    venues: dict[str, RiskLimits] = {}
-    # A reference price older than this cannot price an order: fail closed.
-    max_mark_age_s: float = 5.0
-
-
 class ClusterConfig(Cfg):
     cluster: ClusterSection = ClusterSection()
     ray: RaySection = RaySection()
@@ -130,71 +94,55 @@ class ClusterConfig(Cfg):
         return {s.symbol: s for s in self.symbols}
 
     def validate(self) -> ClusterConfig:
-        _check(bool(_NAME_RE.fullmatch(self.cluster.name)), "cluster.name",
+        check(bool(_NAME_RE.fullmatch(self.cluster.name)), "cluster.name",
                f"{self.cluster.name!r} must be 1-32 letters, digits, '-' or '_'")
-        _check(self.ray.address in ("", "auto") or ":" in self.ray.address or self.ray.address.startswith("ray://"),
+        check(self.ray.address in ("", "auto") or ":" in self.ray.address or self.ray.address.startswith("ray://"),
                "ray.address", f"{self.ray.address!r} must be empty (local), 'auto' or host:port")
-        _check(0 < self.ray.dashboard_port < 65536, "ray.dashboard_port", "must be a TCP port")
-        _check(self.redis.url == "" or self.redis.url.startswith(("redis://", "rediss://", "unix://")),
+        check(0 < self.ray.dashboard_port < 65536, "ray.dashboard_port", "must be a TCP port")
+        check(self.redis.url == "" or self.redis.url.startswith(("redis://", "rediss://", "unix://")),
                "redis.url", f"{self.redis.url!r} must be empty (embedded) or a redis:// URL")
-        _check(bool(self.venues), "venues", "at least one venue is required")
+        check(bool(self.venues), "venues", "at least one venue is required")
         for vname, v in self.venues.items():
-            _check(v.latency_ms >= 0, f"venues.{vname}.latency_ms", "must be >= 0")
-            _check(v.order_timeout_s > 0, f"venues.{vname}.order_timeout_s", "must be > 0")
+            v.validate(f"venues.{vname}")
         m = self.market
-        _check(m.updates_per_second > 0, "market.updates_per_second", "must be > 0")
-        _check(1 <= m.depth <= 1000, "market.depth", "must be between 1 and 1000")
-        _check(m.spread_ticks >= 1, "market.spread_ticks", "must be >= 1")
-        _check(self.feeds.symbols_per_actor >= 1, "feeds.symbols_per_actor", "must be >= 1")
-        _check(1 <= self.feeds.book_depth <= m.depth, "feeds.book_depth", f"must be between 1 and market.depth ({m.depth})")
-        _check(bool(self.symbols), "symbols", "at least one symbol is required")
+        check(m.updates_per_second > 0, "market.updates_per_second", "must be > 0")
+        check(1 <= m.depth <= 1000, "market.depth", "must be between 1 and 1000")
+        check(m.spread_ticks >= 1, "market.spread_ticks", "must be >= 1")
+        check(self.feeds.symbols_per_actor >= 1, "feeds.symbols_per_actor", "must be >= 1")
+        check(1 <= self.feeds.book_depth <= m.depth, "feeds.book_depth", f"must be between 1 and market.depth ({m.depth})")
+        check(bool(self.symbols), "symbols", "at least one symbol is required")
         seen: set[str] = set()
         for i, s in enumerate(self.symbols):
             key = f"symbols[{i}]"
-            _check(bool(_SYMBOL_RE.fullmatch(s.symbol)), f"{key}.symbol", f"{s.symbol!r} is not a valid symbol")
-            _check(s.symbol not in seen, f"{key}.symbol", f"{s.symbol!r} is listed twice")
+            check(bool(_SYMBOL_RE.fullmatch(s.symbol)), f"{key}.symbol", f"{s.symbol!r} is not a valid symbol")
+            check(s.symbol not in seen, f"{key}.symbol", f"{s.symbol!r} is listed twice")
             seen.add(s.symbol)
-            _check(s.venue in self.venues, f"{key}.venue", f"unknown venue {s.venue!r}; configured: {sorted(self.venues)}")
+            check(s.venue in self.venues, f"{key}.venue", f"unknown venue {s.venue!r}; configured: {sorted(self.venues)}")
             for field in ("price", "tick_size", "lot_size", "weight"):
-                _check(getattr(s, field) > 0, f"{key}.{field}", "must be > 0")
-            _check(s.volatility >= 0, f"{key}.volatility", "must be >= 0")
+                check(getattr(s, field) > 0, f"{key}.{field}", "must be > 0")
+            check(s.volatility >= 0, f"{key}.volatility", "must be >= 0")
         names: set[str] = set()
         from strategies import STRATEGY_TYPES  # late: strategies import messages, not config
 
         for i, st in enumerate(self.strategies):
             key = f"strategies[{i}]"
-            _check(bool(_NAME_RE.fullmatch(st.name)), f"{key}.name", f"{st.name!r} must be 1-32 letters, digits, '-' or '_'")
-            _check(st.name not in names, f"{key}.name", f"{st.name!r} is used twice")
+            check(bool(_NAME_RE.fullmatch(st.name)), f"{key}.name", f"{st.name!r} must be 1-32 letters, digits, '-' or '_'")
+            check(st.name not in names, f"{key}.name", f"{st.name!r} is used twice")
             names.add(st.name)
-            _check(st.type in STRATEGY_TYPES, f"{key}.type", f"unknown strategy type {st.type!r}; known: {sorted(STRATEGY_TYPES)}")
-            _check(bool(st.symbols), f"{key}.symbols", "at least one symbol is required")
+            check(st.type in STRATEGY_TYPES, f"{key}.type", f"unknown strategy type {st.type!r}; known: {sorted(STRATEGY_TYPES)}")
+            check(bool(st.symbols), f"{key}.symbols", "at least one symbol is required")
             for sym in st.symbols:
-                _check(sym in seen, f"{key}.symbols", f"unknown symbol {sym!r}; configured: {sorted(seen)}")
+                check(sym in seen, f"{key}.symbols", f"unknown symbol {sym!r}; configured: {sorted(seen)}")
             try:
                 STRATEGY_TYPES[st.type](st.name, st.symbols, {s: self.symbol_map[s].venue for s in st.symbols}, st.params)
             except ValueError as exc:
                 raise ConfigError(f"{key}.params", str(exc)) from None
-        for scope, table, known in (("symbols", self.risk.symbols, seen), ("strategies", self.risk.strategies, names),
-                                    ("venues", self.risk.venues, set(self.venues))):
-            for k in table:
-                _check(k in known, f"risk.{scope}.{k}", f"no such {scope[:-1]} in this config")
-        for scope, limits in [("defaults", self.risk.defaults), *[(f"symbols.{k}", v) for k, v in self.risk.symbols.items()],
-                              *[(f"strategies.{k}", v) for k, v in self.risk.strategies.items()],
-                              *[(f"venues.{k}", v) for k, v in self.risk.venues.items()]]:
-            for field in RiskLimits.__struct_fields__:
-                value = getattr(limits, field)
-                _check(value is None or value > 0, f"risk.{scope}.{field}", "must be > 0 (or omitted for no limit)")
-        _check(self.risk.max_mark_age_s > 0, "risk.max_mark_age_s", "must be > 0")
+        self.risk.validate(seen, names, set(self.venues))
         return self
 
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _SYMBOL_RE = re.compile(r"[A-Z0-9]{2,20}(/[A-Z0-9]{2,10})?")
-
-
-def _check(ok: bool, key: str, problem: str) -> None:
-    if not ok:
-        raise ConfigError(key, problem)
 
 
 def _msgspec_path(msg: str) -> tuple[str, str]:
