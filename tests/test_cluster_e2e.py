@@ -7,6 +7,7 @@ the shutdown leaves no order open.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import ray
 import yaml
 
+from cluster.cli import main as cli_main
 from cluster.config import parse_config
 from cluster.launch import ClusterRun
 from cluster.portfolio import Portfolio
@@ -27,7 +29,9 @@ def e2e_config(tmp_path: Path, redis_url: str):
     data = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
     data["cluster"] = {"name": "e2e", "data_dir": str(tmp_path / "runs")}
     data["redis"] = {"url": redis_url}  # kept after shutdown, so the journal can be checked
-    return parse_config(data)
+    path = tmp_path / "e2e.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return parse_config(data), str(path)
 
 
 def wait_for(pred, timeout: float, what: str) -> None:
@@ -43,8 +47,8 @@ def strategy_fills(run: ClusterRun) -> Counter:
     return Counter(f.strategy for f in run.store.journal_fills())
 
 
-def test_paper_cluster_end_to_end(ray_session, redis_url, tmp_path):
-    cfg = e2e_config(tmp_path, redis_url)
+def test_paper_cluster_end_to_end(ray_session, redis_url, tmp_path, capsys):
+    cfg, cfg_path = e2e_config(tmp_path, redis_url)
     run = ClusterRun(cfg)
     run.start()
     try:
@@ -65,6 +69,24 @@ def test_paper_cluster_end_to_end(ray_session, redis_url, tmp_path):
         fills_before = len(run.store.journal_fills())
         ray.kill(run.gateways["paper"], no_restart=False)
         wait_for(lambda: len(run.store.journal_fills()) > fills_before + 3, 30, "fills after the gateway restart")
+
+        # status reads the running cluster from Redis.
+        assert cli_main(["status", "--config", cfg_path, "--json"]) == 0
+        status = json.loads(capsys.readouterr().out)
+        assert set(status["actors"]) >= {"risk", "gateway:paper", "strategy:mm"}
+        assert status["fills"] > 0 and status["positions"]
+
+        # The kill switch: resting orders are canceled, new orders refused with its reason.
+        assert cli_main(["kill-switch", "on", "--config", cfg_path]) == 0
+        wait_for(lambda: run.store.open_orders() == [], 10, "resting orders canceled by the kill switch")
+        rejected_before = run.store.stats().get("rejected:kill_switch", 0)
+        wait_for(lambda: run.store.stats().get("rejected:kill_switch", 0) > rejected_before, 15,
+                 "orders refused with reason kill_switch")
+        fills_at_kill = len(run.store.journal_fills())
+        time.sleep(1.0)
+        assert len(run.store.journal_fills()) == fills_at_kill, "no fill may happen with the kill switch on"
+        assert cli_main(["kill-switch", "off", "--config", cfg_path]) == 0
+        wait_for(lambda: len(run.store.journal_fills()) > fills_at_kill, 20, "trading to resume")
     finally:
         summary = run.shutdown()
 
