@@ -17,11 +17,14 @@ import ray
 from cluster.messages import (
     BookUpdate,
     ExecutionReport,
+    Order,
     OrderIntent,
+    Position,
     RejectReason,
     RiskDecision,
     Trade,
 )
+from cluster.state_store import StateStore
 from strategies import create_strategy
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,18 @@ class StrategyHost:
         self.counters: dict[str, int] = {"books": 0, "trades": 0, "skipped": 0, "intents": 0, "approved": 0,
                                          "rejected": 0, "reports": 0}
         self.rejected_by_reason: dict[str, int] = {}
+
+    def restore(self, positions: list[Position], open_orders: list[Order]) -> None:
+        """A restarted strategy actor picks up its positions and working orders from Redis."""
+        st = self.strategy
+        for p in positions:
+            if p.strategy == st.name and p.symbol in st.positions:
+                st.positions[p.symbol] += p.qty
+        for o in open_orders:
+            if o.strategy == st.name and o.symbol in st.venues:
+                st.working[o.client_order_id] = OrderIntent(strategy=o.strategy, venue=o.venue, symbol=o.symbol,
+                                                            side=o.side, qty=o.remaining, order_type=o.order_type,
+                                                            price=o.price, tif=o.tif)
 
     def on_market(self, books: list[BookUpdate], trades: list[Trade], skipped: int) -> list[OrderIntent]:
         self.counters["skipped"] += skipped
@@ -66,9 +81,12 @@ class StrategyHost:
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class StrategyActor:
     def __init__(self, type_name: str, name: str, symbols: list[str], venues: dict[str, str], params: dict[str, Any],
-                 risk_name: str = "risk", timer_interval_ms: float = 0.0):
+                 risk_name: str = "risk", timer_interval_ms: float = 0.0, redis_url: str = "", cluster: str = ""):
         self.name = name
         self.host = StrategyHost(type_name, name, symbols, venues, params)
+        if redis_url:
+            positions, open_orders, _seen = StateStore.from_url(redis_url, cluster).trading_snapshot()
+            self.host.restore(positions, open_orders)
         self.risk_name = risk_name
         self.risk: Any = None
         self.lock = asyncio.Lock()

@@ -94,8 +94,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_started(run)
         deadline = time.monotonic() + args.duration if args.duration else None
         next_report = time.monotonic() + 5.0
+        next_check = time.monotonic() + 2.0
         while deadline is None or time.monotonic() < deadline:
             time.sleep(0.2)
+            if time.monotonic() >= next_check:
+                next_check += 2.0
+                for name in run.supervise():
+                    print(f"moved {name} off a lost node", flush=True)
             if time.monotonic() >= next_report:
                 next_report += 5.0
                 p = run.progress()

@@ -27,7 +27,7 @@ from actors.gateway import GatewayActor
 from actors.risk import RiskActor
 from actors.strategy import StrategyActor
 from cluster.config import ClusterConfig
-from cluster.placement import SHARD_RESOURCE, NodeInfo, PlacementPlan, plan_placement
+from cluster.placement import SHARD_RESOURCE, FeedGroup, NodeInfo, PlacementPlan, plan_placement, replan_lost
 from cluster.redis_server import EmbeddedRedis
 from cluster.state_store import StateStore
 
@@ -49,19 +49,17 @@ def current_run_file(cfg: ClusterConfig) -> Path:
 
 
 def alive_nodes() -> list[NodeInfo]:
-    head_ip = ray.util.get_node_ip_address()
+    """Live Ray nodes. Once any node declares the "shard" resource, only such nodes take symbols."""
+    live = [n for n in ray.nodes() if n.get("Alive")]
+    sharded = any(SHARD_RESOURCE in n.get("Resources", {}) for n in live)
     out = []
-    for n in ray.nodes():
-        if not n.get("Alive"):
-            continue
+    for n in live:
         res = n.get("Resources", {})
-        out.append(NodeInfo(node_id=n["NodeID"], address=n.get("NodeManagerAddress", ""),
-                            capacity=float(res.get(SHARD_RESOURCE, 1.0)),
-                            is_head="node:__internal_head__" in res or n.get("NodeManagerAddress") == head_ip))
-    heads = [n for n in out if n.is_head]
-    if len(heads) > 1:  # several nodes on one IP (simulated cluster): the internal head marker decides
-        marked = {n["NodeID"] for n in ray.nodes() if "node:__internal_head__" in n.get("Resources", {})}
-        out = [NodeInfo(n.node_id, n.address, n.capacity, n.node_id in marked) for n in out]
+        capacity = float(res.get(SHARD_RESOURCE, 0.0)) if sharded else 1.0
+        out.append(NodeInfo(node_id=n["NodeID"], address=n.get("NodeManagerAddress", ""), capacity=capacity,
+                            is_head="node:__internal_head__" in res))
+    if out and not any(n.is_head for n in out):
+        out[0] = NodeInfo(out[0].node_id, out[0].address, out[0].capacity, True)
     return out
 
 
@@ -130,50 +128,100 @@ class ClusterRun:
 
     def _start_actors(self) -> None:
         cfg = self.cfg
-        assert self.store is not None
         self.plan = plan = plan_placement(cfg, alive_nodes())
-        name = cfg.cluster.name
         venues = sorted(cfg.venues)
         self.risk = RiskActor.options(name=RISK_NAME, get_if_exists=True, scheduling_strategy=pinned(plan.head_node)
-                                      ).remote(cfg.risk, cfg.symbols, venues, self.redis_url, name)
+                                      ).remote(cfg.risk, cfg.symbols, venues, self.redis_url, cfg.cluster.name)
         for v in venues:
             self.gateways[v] = GatewayActor.options(name=f"gateway:{v}", get_if_exists=True,
                                                     scheduling_strategy=pinned(plan.head_node)
-                                                    ).remote(v, cfg.venues[v], self.redis_url, name, RISK_NAME)
-        symbol_cfg = cfg.symbol_map
+                                                    ).remote(v, cfg.venues[v], self.redis_url, cfg.cluster.name,
+                                                             RISK_NAME)
         for g in plan.feeds:
-            self.feeds[g.name] = FeedActor.options(name=g.name, get_if_exists=True, scheduling_strategy=pinned(g.node_id)
-                                                   ).remote(g.name, g.venue, [symbol_cfg[s] for s in g.symbols],
-                                                            cfg.market, cfg.feeds, cfg.feeds.transport)
+            self._create_feed(g)
         for st in cfg.strategies:
-            venues_of = {s: symbol_cfg[s].venue for s in st.symbols}
-            self.strategies[st.name] = StrategyActor.options(
-                name=f"strategy:{st.name}", get_if_exists=True, scheduling_strategy=pinned(plan.strategies[st.name])
-            ).remote(st.type, st.name, st.symbols, venues_of, st.params, RISK_NAME, st.timer_interval_ms)
-        # Everything constructed (restored from Redis) before any market data flows.
-        try:
-            ray.get([a.node_id.remote() for a in self.all_actors().values()], timeout=120)
+            self._create_strategy(st.name, plan.strategies[st.name])
+        self._wire(feeds=[g.name for g in plan.feeds], strategies=[st.name for st in cfg.strategies])
+
+    def _create_feed(self, g: FeedGroup) -> None:
+        symbol_cfg = self.cfg.symbol_map
+        self.feeds[g.name] = FeedActor.options(name=g.name, get_if_exists=True, scheduling_strategy=pinned(g.node_id)
+                                               ).remote(g.name, g.venue, [symbol_cfg[s] for s in g.symbols],
+                                                        self.cfg.market, self.cfg.feeds, self.cfg.feeds.transport)
+
+    def _create_strategy(self, name: str, node_id: str) -> None:
+        st = next(s for s in self.cfg.strategies if s.name == name)
+        venues_of = {s: self.cfg.symbol_map[s].venue for s in st.symbols}
+        self.strategies[name] = StrategyActor.options(
+            name=f"strategy:{name}", get_if_exists=True, scheduling_strategy=pinned(node_id)
+        ).remote(st.type, st.name, st.symbols, venues_of, st.params, RISK_NAME, st.timer_interval_ms,
+                 self.redis_url, self.cfg.cluster.name)
+
+    def _wire(self, feeds: list[str], strategies: list[str]) -> None:
+        """Wait for the named actors to be constructed, subscribe them, start them, record where they run."""
+        assert self.plan is not None and self.store is not None
+        handles = [self.risk, *self.gateways.values(), *(self.feeds[f] for f in feeds),
+                   *(self.strategies[s] for s in strategies)]
+        try:  # everything constructed (restored from Redis) before any market data flows
+            ray.get([h.node_id.remote() for h in handles], timeout=120)
         except Exception as exc:
             raise LaunchError(f"actors failed to start: {type(exc).__name__}: {exc}") from None
         subs = []
-        for st in cfg.strategies:
-            for g in plan.feeds:
+        for st in self.cfg.strategies:
+            for g in self.plan.feeds:
                 syms = [s for s in st.symbols if s in g.symbols]
-                if syms:
+                if syms and (g.name in feeds or st.name in strategies):
                     subs.append(self.feeds[g.name].subscribe.remote(f"strategy:{st.name}", self.strategies[st.name], syms))
-        for g in plan.feeds:
-            subs.append(self.feeds[g.name].subscribe.remote(f"gateway:{g.venue}", self.gateways[g.venue], g.symbols))
+        for g in self.plan.feeds:
+            if g.name in feeds:
+                subs.append(self.feeds[g.name].subscribe.remote(f"gateway:{g.venue}", self.gateways[g.venue], g.symbols))
         ray.get(subs)
-        ray.get([s.start_timer.remote() for s in self.strategies.values()])
-        nodes = ray.get([f.start.remote(self.risk) for f in self.feeds.values()])
-        for actor_name, node in zip(self.feeds, nodes, strict=True):
+        ray.get([self.strategies[s].start_timer.remote() for s in strategies])
+        nodes = ray.get([self.feeds[f].start.remote(self.risk) for f in feeds])
+        for actor_name, node in zip(feeds, nodes, strict=True):
             self.store.register_actor(actor_name, json.dumps({"role": "feed", "node_id": node}).encode())
-        for st_name, handle in self.strategies.items():
-            node = ray.get(handle.node_id.remote())
+        for st_name in strategies:
+            node = ray.get(self.strategies[st_name].node_id.remote())
             self.store.register_actor(f"strategy:{st_name}", json.dumps({"role": "strategy", "node_id": node}).encode())
         for v in self.gateways:
-            self.store.register_actor(f"gateway:{v}", json.dumps({"role": "gateway", "node_id": plan.head_node}).encode())
-        self.store.register_actor(RISK_NAME, json.dumps({"role": "risk", "node_id": plan.head_node}).encode())
+            self.store.register_actor(f"gateway:{v}", json.dumps({"role": "gateway", "node_id": self.plan.head_node}).encode())
+        self.store.register_actor(RISK_NAME, json.dumps({"role": "risk", "node_id": self.plan.head_node}).encode())
+
+    def supervise(self) -> list[str]:
+        """Move the feeds and strategies of nodes that died onto live nodes; they rebuild from Redis.
+
+        Actors are pinned with hard node affinity, so Ray cannot restart them elsewhere on its own.
+        Returns the names of the actors that moved.
+        """
+        if self.plan is None:
+            return []
+        nodes = alive_nodes()
+        alive = {n.node_id for n in nodes}
+        if self.plan.head_node not in alive:
+            raise LaunchError("the head node (risk actor, gateways) is gone; the cluster cannot trade")
+        lost_feeds = [g for g in self.plan.feeds if g.node_id not in alive]
+        if not lost_feeds:
+            return []
+        new_plan = replan_lost(self.plan, nodes, {s.symbol: s.weight for s in self.cfg.symbols})
+        moved_strategies = [name for name, node in new_plan.strategies.items()
+                            if node != self.plan.strategies.get(name) or node not in alive]
+        for g in lost_feeds:
+            with contextlib.suppress(Exception):
+                ray.kill(self.feeds[g.name], no_restart=True)
+        for name in moved_strategies:
+            with contextlib.suppress(Exception):
+                ray.kill(self.strategies[name], no_restart=True)
+        _wait_names_free([g.name for g in lost_feeds] + [f"strategy:{n}" for n in moved_strategies])
+        self.plan = new_plan
+        for g in new_plan.feeds:
+            if g.name in {lf.name for lf in lost_feeds}:
+                self._create_feed(g)
+        for name in moved_strategies:
+            self._create_strategy(name, new_plan.strategies[name])
+        self._wire(feeds=[g.name for g in lost_feeds], strategies=moved_strategies)
+        moved = [g.name for g in lost_feeds] + [f"strategy:{n}" for n in moved_strategies]
+        log.warning("moved %s off lost nodes", moved)
+        return moved
 
     def all_actors(self) -> dict[str, Any]:
         out = {RISK_NAME: self.risk}
@@ -242,6 +290,17 @@ class ClusterRun:
             feed_stats.update(stats or {})
         return build_summary(self.cfg, self.store, self._stats_delta(), feed_stats, strategy_stats,
                              [f"{k}" for k in self.all_actors()], self.plan)
+
+
+def _wait_names_free(names: list[str], timeout: float = 30.0) -> None:
+    """A killed named actor frees its name once Ray has marked it dead."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        live = set(ray.util.list_named_actors())
+        if not live.intersection(names):
+            return
+        time.sleep(0.1)
+    raise LaunchError(f"actors {sorted(set(ray.util.list_named_actors()).intersection(names))} did not stop")
 
 
 def _get_all(refs: list[Any], timeout: float = 10.0) -> list[Any]:

@@ -33,6 +33,7 @@ class FeedGroup:
 class PlacementPlan:
     feeds: list[FeedGroup] = field(default_factory=list)
     strategies: dict[str, str] = field(default_factory=dict)  # strategy name -> node id
+    strategy_anchor: dict[str, str] = field(default_factory=dict)  # strategy name -> the symbol it sits beside
     head_node: str = ""
 
     def symbol_nodes(self) -> dict[str, str]:
@@ -79,5 +80,33 @@ def plan_placement(cfg: ClusterConfig, nodes: list[NodeInfo]) -> PlacementPlan:
         plan.feeds.append(FeedGroup(feed_actor_name(venue, chunk), venue, chunk, placed[i]))
     nodes_of = plan.symbol_nodes()
     for st in cfg.strategies:
+        plan.strategy_anchor[st.name] = st.symbols[0]
         plan.strategies[st.name] = nodes_of[st.symbols[0]]
     return plan
+
+
+def replan_lost(plan: PlacementPlan, nodes: list[NodeInfo], weights: dict[str, float]) -> PlacementPlan:
+    """Keep every feed group whose node is alive; place the lost ones on the least loaded live nodes.
+
+    Strategies follow the feed of their first symbol, as in `plan_placement`.
+    """
+    alive = {n.node_id: n for n in nodes}
+    workers = [n for n in nodes if n.capacity > 0] or [alive[plan.head_node]]
+    load = {n.node_id: 0.0 for n in workers}
+    for g in plan.feeds:
+        if g.node_id in load:
+            load[g.node_id] += sum(weights.get(s, 1.0) for s in g.symbols)
+    new = PlacementPlan(head_node=plan.head_node)
+    for g in plan.feeds:
+        node_id = g.node_id
+        if node_id not in alive:
+            w = sum(weights.get(s, 1.0) for s in g.symbols)
+            node = min(workers, key=lambda n: ((load[n.node_id] + w) / n.capacity, n.node_id))
+            load[node.node_id] += w
+            node_id = node.node_id
+        new.feeds.append(FeedGroup(g.name, g.venue, list(g.symbols), node_id))
+    nodes_of = new.symbol_nodes()
+    new.strategy_anchor = dict(plan.strategy_anchor)
+    for name, symbol in plan.strategy_anchor.items():
+        new.strategies[name] = nodes_of[symbol]
+    return new

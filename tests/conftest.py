@@ -31,12 +31,19 @@ def redis_url(redis_server: EmbeddedRedis) -> str:
 
 
 @pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
+def _ray_shutdown_at_end() -> Iterator[None]:
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+@pytest.fixture()
+def ray_session(_ray_shutdown_at_end: None) -> None:
+    """One small local Ray shared by the tests (started again if a multi-node test replaced it)."""
     import ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, namespace="rsc-tests", logging_level="WARNING",
                  configure_logging=True)
-    yield
-    ray.shutdown()

@@ -58,3 +58,22 @@ def test_adding_a_node_spreads_symbols_onto_it():
     two = plan_placement(cfg, [NodeInfo("n1", "a", is_head=True), NodeInfo("n2", "b")])
     assert set(one.symbol_nodes().values()) == {"n1"}
     assert list(two.symbol_nodes().values()).count("n2") == 3
+
+
+def test_lost_node_groups_move_and_strategies_follow():
+    from cluster.placement import replan_lost
+
+    data = msgspec.to_builtins(cfg_with([("AAA", 1), ("BBB", 1), ("CCC", 1), ("DDD", 1)]))
+    data["strategies"] = [{"name": "x", "type": "market_maker", "symbols": ["BBB"]},
+                          {"name": "y", "type": "market_maker", "symbols": ["AAA"]}]
+    cfg = parse_config(data)
+    nodes = [NodeInfo("h", "a", capacity=0.0, is_head=True), NodeInfo("n1", "b"), NodeInfo("n2", "c")]
+    plan = plan_placement(cfg, nodes)
+    assert set(plan.symbol_nodes().values()) == {"n1", "n2"}, "the head has no shard capacity"
+    lost = plan.symbol_nodes()["BBB"]
+    survivor = "n1" if lost == "n2" else "n2"
+    new = replan_lost(plan, [n for n in nodes if n.node_id != lost], {s.symbol: 1.0 for s in cfg.symbols})
+    assert set(new.symbol_nodes().values()) == {survivor}
+    unchanged = [s for s, n in plan.symbol_nodes().items() if n == survivor]
+    assert all(new.symbol_nodes()[s] == survivor for s in unchanged)
+    assert new.strategies["x"] == survivor and new.strategies["y"] == survivor
