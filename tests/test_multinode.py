@@ -34,7 +34,7 @@ def wait_for(pred, timeout: float, what: str, every=None) -> None:
 def three_nodes():
     if ray.is_initialized():
         ray.shutdown()  # the shared single-node Ray; the next test that needs it starts it again
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True})
     workers = [c.add_node(num_cpus=1, resources={"shard": 1}) for _ in range(2)]
     c.wait_for_nodes()
     yield c, workers
@@ -67,6 +67,15 @@ def test_symbols_sharded_pinned_and_moved_off_a_lost_node(three_nodes, redis_url
             assert ray.get(run.strategies[st.name].node_id.remote()) == nodes_of[st.symbols[0]], \
                 f"{st.name} must sit beside the feed of {st.symbols[0]}"
         assert ray.get(run.risk.node_id.remote()) == plan.head_node
+
+        # What the Ray dashboard shows, through Ray's State API: every actor alive under its name, on its node.
+        from ray.util.state import list_actors
+
+        listed = {a.name: a.node_id for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)}
+        for name in run.all_actors():
+            assert name in listed, f"{name} not shown by the State API"
+        for g in plan.feeds:
+            assert listed[g.name] == g.node_id
 
         wait_for(lambda: len({f.symbol for f in run.store.journal_fills()}) == 4, 60, "fills on every symbol")
 
