@@ -112,3 +112,9 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("- just a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(bad)
+
+
+def test_shipped_cluster_config_is_valid():
+    cfg = load_config(REPO / "configs" / "cluster.yaml")
+    assert cfg.ray.address == "auto"
+    assert len(cfg.symbols) == 16 and cfg.feeds.symbols_per_actor == 4
