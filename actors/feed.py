@@ -4,11 +4,16 @@ Market messages are parsed and applied inside this actor (no actor hop per
 message). Subscribers get conflated deliveries, at most one in flight each;
 book updates travel through the object store (one `ray.put`, the reference
 fanned out to every subscriber of the symbol).
+
+Where the messages come from is `market.source`: the venue simulator or the real venue over
+real sockets (the Binance or Alpaca feed handler, `endpoints` says which and where), or the
+built-in seeded market stepped in-process (`builtin`, no sockets).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -23,20 +28,83 @@ from gateways.sim_feed import SimulatedFeed
 log = logging.getLogger(__name__)
 
 
-class FeedService:
-    """The feed actor's logic without Ray: step the feeds, fill subscriber channels."""
+def feed_endpoints(cfg: Any, venue: str, simulator_url: str = "") -> dict[str, str] | None:
+    """How the feeds of `venue` connect: None for the in-process market, else protocol and URLs.
 
-    def __init__(self, venue: str, symbols: list[SymbolSection], market: MarketSection, feeds: FeedSection):
+    `simulator`: the simulator's URLs (`simulator_url` is its http://host:port) in the protocol of the
+    venue's type (paper venues speak Binance, like the built-in market); `venue`: the venue's
+    configured URLs (`venues.<v>.rest_url`, `ws_url`, `data_url`; real venues by default).
+    """
+    source = cfg.market.source
+    if source == "builtin":
+        return None
+    vcfg = cfg.venues[venue]
+    protocol = "alpaca" if vcfg.type == "alpaca" else "binance"
+    if source == "simulator":
+        if not simulator_url:
+            raise ValueError("market.source is 'simulator' but no simulator is running")
+        ws = "ws" + simulator_url[len("http"):]
+        # The simulator accepts any non-empty Alpaca key pair; these are not secrets.
+        return {"protocol": protocol, "rest_url": simulator_url, "ws_url": ws, "data_url": ws,
+                "key": "simulator", "secret": "simulator"}
+    if protocol == "alpaca":
+        return {"protocol": protocol, "rest_url": vcfg.url("rest_url"), "data_url": vcfg.url("data_url"),
+                "secrets_file": vcfg.secrets_file}
+    from gateways.venue_config import DEFAULT_URLS
+
+    binance = DEFAULT_URLS["binance"]  # a paper venue trades on Binance's public market data
+    return {"protocol": protocol, "rest_url": vcfg.rest_url or binance["rest_url"],
+            "ws_url": vcfg.ws_url or binance["ws_url"]}
+
+
+def _network_feed(venue: str, symbols: list[SymbolSection], market: MarketSection, feeds: FeedSection,
+                  endpoints: dict[str, str], on_update: Any) -> tuple[Any, Any]:
+    """(handler, client) for the endpoints' protocol."""
+    names = [s.symbol for s in symbols]
+    if endpoints["protocol"] == "alpaca":
+        from gateways.alpaca.feed import AlpacaFeed, AlpacaMarketHandler
+
+        handler = AlpacaMarketHandler(venue, names, book_depth=feeds.book_depth, stale_after_s=market.stale_after_s)
+        key, secret = endpoints.get("key", ""), endpoints.get("secret", "")
+        if not key:  # the real venue: keys from the environment or the secrets file, loaded here, never passed
+            from gateways.secrets import load_credentials
+
+            creds = load_credentials("alpaca", endpoints.get("secrets_file", ""))
+            key, secret = creds.api_key, creds.api_secret
+        return handler, AlpacaFeed(handler, endpoints["data_url"], on_update=on_update, key=key, secret=secret)
+    from gateways.binance.feed import BinanceFeed
+    from gateways.binance.market_handler import BinanceMarketHandler
+
+    handler = BinanceMarketHandler(venue, names, book_depth=feeds.book_depth, stale_after_s=market.stale_after_s)
+    return handler, BinanceFeed(handler, endpoints["rest_url"], endpoints["ws_url"], on_update=on_update)
+
+
+class FeedService:
+    """The feed actor's logic without Ray: step (built-in) or pump (network) the feeds, fill subscriber channels."""
+
+    def __init__(self, venue: str, symbols: list[SymbolSection], market: MarketSection, feeds: FeedSection,
+                 endpoints: dict[str, str] | None = None, on_update: Any = None):
         self.venue = venue
-        self.feeds = {s.symbol: SimulatedFeed(venue, s, market, feeds.book_depth) for s in symbols}
+        self.symbols = [s.symbol for s in symbols]
+        self.feeds: dict[str, SimulatedFeed] = {}
+        self.handler: Any = None
+        self.client: Any = None
+        if endpoints is None:
+            self.feeds = {s.symbol: SimulatedFeed(venue, s, market, feeds.book_depth) for s in symbols}
+        else:
+            self.handler, self.client = _network_feed(venue, symbols, market, feeds, endpoints, on_update)
         self.channels: dict[str, SubscriberChannel] = {}
-        self.by_symbol: dict[str, list[SubscriberChannel]] = {s: [] for s in self.feeds}
+        self.by_symbol: dict[str, list[SubscriberChannel]] = {s: [] for s in self.symbols}
         self.latest: dict[str, BookUpdate] = {}
 
+    @property
+    def networked(self) -> bool:
+        return self.client is not None
+
     def subscribe(self, name: str, handle: Any, symbols: list[str]) -> None:
-        unknown = [s for s in symbols if s not in self.feeds]
+        unknown = [s for s in symbols if s not in self.by_symbol]
         if unknown:
-            raise ValueError(f"feed has no symbols {unknown}; it serves {sorted(self.feeds)}")
+            raise ValueError(f"feed has no symbols {unknown}; it serves {sorted(self.by_symbol)}")
         ch = self.channels.get(name)
         if ch is None:
             ch = self.channels[name] = SubscriberChannel(name=name, handle=handle)
@@ -46,31 +114,46 @@ class FeedService:
                 self.by_symbol[s].append(ch)
 
     def step(self, dt_s: float, now_ns: int) -> None:
+        """Built-in market: advance every symbol by `dt_s` and publish."""
         for symbol, feed in self.feeds.items():
             book, trades = feed.step(dt_s, now_ns)
-            subs = self.by_symbol[symbol]
-            if book is not None:
-                self.latest[symbol] = book
-                for ch in subs:
-                    ch.offer_book(book)
-            for t in trades:
-                for ch in subs:
-                    ch.offer_trade(t)
+            self.publish({symbol: book} if book is not None else {}, trades)
+
+    def pump(self, now_ns: int) -> None:
+        """Network feeds: raise stale alarms, then publish what the handler received since the last pump."""
+        self.handler.check_stale(now_ns)
+        books, trades = self.handler.drain(now_ns)
+        self.publish(books, trades)
+
+    def publish(self, books: dict[str, BookUpdate], trades: list[Trade]) -> None:
+        for symbol, book in books.items():
+            self.latest[symbol] = book
+            for ch in self.by_symbol.get(symbol, ()):
+                ch.offer_book(book)
+        for t in trades:
+            for ch in self.by_symbol.get(t.symbol, ()):
+                ch.offer_trade(t)
 
     def marks(self, now_ns: int) -> list[MarkPrice]:
         return [MarkPrice(venue=self.venue, symbol=s, mid=b.mid, ts_ns=now_ns)
                 for s, b in self.latest.items() if b.tradeable and b.mid is not None]
 
     def stats(self) -> dict[str, dict[str, int]]:
-        return {s: dict(f.counters) for s, f in self.feeds.items()}
+        """Per symbol counters; `applied` is the number of depth events applied to the book."""
+        if self.handler is None:
+            return {s: dict(f.counters) for s, f in self.feeds.items()}
+        conn = {f"conn:{k}": v for k, v in self.client.counters.items()}
+        return {s: {**st, **conn} for s, st in self.handler.stats().items()}
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class FeedActor:
     def __init__(self, name: str, venue: str, symbols: list[SymbolSection], market: MarketSection,
-                 feeds: FeedSection, transport: str = "object_store"):
+                 feeds: FeedSection, transport: str = "object_store", endpoints: dict[str, str] | None = None):
         self.name = name
-        self.service = FeedService(venue, symbols, market, feeds)
+        self.wakeup = asyncio.Event()
+        self.service = FeedService(venue, symbols, market, feeds, endpoints, on_update=self.wakeup.set)
+        self.client_task: asyncio.Task | None = None
         self.interval_s = 1.0 / market.updates_per_second
         self.mark_interval_s = feeds.mark_interval_ms / 1000.0
         self.transport = transport
@@ -95,8 +178,12 @@ class FeedActor:
 
     async def stop(self) -> dict[str, dict[str, int]]:
         self.running = False
-        if self.loop_task is not None:
-            await asyncio.wait([self.loop_task], timeout=2.0)
+        self.wakeup.set()
+        if self.service.networked:
+            await self.service.client.stop()
+        tasks = [t for t in (self.loop_task, self.client_task) if t is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
         return self.service.stats()
 
     def stats(self) -> dict[str, dict[str, int]]:
@@ -106,6 +193,9 @@ class FeedActor:
         return self.service.latest.get(symbol)
 
     async def _run(self) -> None:
+        if self.service.networked:
+            await self._run_network()
+            return
         next_tick = time.monotonic()
         next_mark = next_tick
         while self.running:
@@ -124,6 +214,28 @@ class FeedActor:
                 next_tick = time.monotonic()
                 delay = 0
             await asyncio.sleep(max(delay, 0))
+
+    async def _run_network(self) -> None:
+        """Publish whenever the feed handler changed something (conflated), checking staleness and marks."""
+        self.client_task = asyncio.get_running_loop().create_task(self.service.client.run())
+        next_mark = time.monotonic()
+        while self.running:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), timeout=0.1)
+            self.wakeup.clear()
+            try:
+                self.service.pump(time.time_ns())
+                self._dispatch()
+                now = time.monotonic()
+                if self.risk is not None and now >= next_mark:
+                    next_mark = now + self.mark_interval_s
+                    self._send_marks()
+            except Exception:  # a feed fault must never stop the feed
+                log.exception("%s: pump failed", self.name)
+            if self.client_task.done() and self.running:
+                exc = None if self.client_task.cancelled() else self.client_task.exception()
+                log.error("%s: feed client ended (%r); restarting it", self.name, exc)
+                self.client_task = asyncio.get_running_loop().create_task(self.service.client.run())
 
     def _dispatch(self) -> None:
         refs: dict[tuple[str, int], Any] = {}

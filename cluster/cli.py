@@ -190,6 +190,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "decisions": {"orders_submitted": stats.get("orders_submitted", 0),
                       "rejected": {k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("rejected:")}},
         "fills": stats.get("fills", 0),
+        "risk": _risk_state(store),
     }
     if args.json:
         print(json.dumps(status, indent=2))
@@ -212,7 +213,29 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"@ {o['price']}  {o['status']}")
     print(f"risk: kill switches {status['kill_switches'] or 'off'}; orders {status['decisions']['orders_submitted']}, "
           f"rejected by reason {status['decisions']['rejected'] or '{}'}")
+    rk = status["risk"]
+    states = ", ".join(f"{k}={v.get('state')} ({v.get('reason', '')})" for k, v in rk["trading_states"].items())
+    print(f"risk: trading states {states or 'all active'}; equity {rk.get('equity', '?')}, peak "
+          f"{rk.get('peak_equity', '?')}, drawdown {rk.get('drawdown_pct', '?')}%; "
+          f"limit overrides {rk['limit_overrides'] or 'none'}")
     return 0
+
+
+def _risk_state(store: Any) -> dict[str, Any]:
+    """Trading states, limit overrides and the loss breakers' numbers, as the risk actor last wrote them."""
+    states = {}
+    for scope, raw in store.trading_states().items():
+        try:
+            states[scope] = json.loads(raw)
+        except ValueError:
+            states[scope] = {"state": "halted", "reason": "unreadable"}
+    values = store.risk_values()
+    out: dict[str, Any] = {"trading_states": states,
+                           "limit_overrides": {k: json.loads(v) for k, v in store.limit_overrides().items()}}
+    for k in ("equity", "peak_equity", "drawdown_pct"):
+        if k in values:
+            out[k] = round(float(values[k]), 4)
+    return out
 
 
 def cmd_kill_switch(args: argparse.Namespace) -> int:

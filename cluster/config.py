@@ -52,6 +52,10 @@ class SymbolSection(Cfg):
 class MarketSection(Cfg):
     """The built-in seeded market that drives the paper feeds."""
 
+    # Where feeds get market data: "simulator" (the venue simulator process, over real sockets, with
+    # the real Binance/Alpaca feed handlers), "builtin" (the same seeded market stepped in-process,
+    # no sockets) or "venue" (the URLs of each symbol's venue: the real venue or its testnet).
+    source: Literal["simulator", "builtin", "venue"] = "simulator"
     seed: int = 7
     updates_per_second: float = 20.0
     depth: int = 20

@@ -98,6 +98,11 @@ class RejectReason(str, enum.Enum):
     STATE_UNAVAILABLE = "state_unavailable"
     GATEWAY_UNAVAILABLE = "gateway_unavailable"
     VENUE_REJECTED = "venue_rejected"
+    MIN_NOTIONAL = "min_notional"
+    LOT_SIZE = "lot_size"
+    CANCEL_RATE = "cancel_rate"
+    OUTSIDE_TRADING_HOURS = "outside_trading_hours"
+    TRADING_PAUSED = "trading_paused"
 
 
 class Struct(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -257,6 +262,7 @@ class ExecutionReport(Struct, tag="exec"):
     fill: Fill | None = None
     reason: str = ""
     ts_ns: int = 0
+    venue_order_id: str | None = None
 
 
 class Position(Struct, frozen=False):

@@ -13,7 +13,10 @@ Keys (prefix `rsc:<cluster>:`):
   maxpos        hash  symbol -> max |net position| seen
   marks         hash  symbol -> last reference price
   kill          hash  scope -> "1" (global, venue:<v>, strategy:<s>)
-  audit         stream  risk decisions
+  audit         stream  risk decisions, limit changes, trading state changes
+  risk:state    hash  scope -> trading state JSON (reducing / halted, why, who)
+  risk:limits   hash  limit overrides set while running: KEY -> JSON value
+  risk:equity   hash  peak_equity, equity, drawdown_pct, day, day_start (risk's loss breakers)
   stats         hash  counters (orders_submitted, rejected:<reason>, book_updates:<symbol>, ...)
   coid          counter for client order ids
   actors        hash  actor name -> JSON {node_id, pid, role}
@@ -157,6 +160,60 @@ class StateStore:
 
     def kill_switches(self) -> set[str]:
         return {k.decode() for k in self.r.hkeys(self.key("kill"))}
+
+    # -- risk state (trading states, limit overrides, equity) ---------------------------------------------
+    def risk_controls(self) -> tuple[set[str], dict[str, bytes]]:
+        """Kill switches and trading states in one round trip (read by risk before every decision)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hkeys(self.key("kill"))
+        pipe.hgetall(self.key("risk:state"))
+        kill, states = pipe.execute()
+        return {k.decode() for k in kill}, {k.decode(): v for k, v in states.items()}
+
+    def set_trading_state(self, scope: str, status_json: bytes | None) -> None:
+        """`risk:state` hash: scope -> TradingStatus JSON; None (active) removes the scope."""
+        if status_json is None:
+            self.r.hdel(self.key("risk:state"), scope)
+        else:
+            self.r.hset(self.key("risk:state"), scope, status_json)
+
+    def trading_states(self) -> dict[str, bytes]:
+        return {k.decode(): v for k, v in self.r.hgetall(self.key("risk:state")).items()}
+
+    def limit_overrides(self) -> dict[str, str]:
+        """`risk:limits` hash: `limits set KEY VALUE` overrides, KEY -> JSON value."""
+        return {k.decode(): v.decode() for k, v in self.r.hgetall(self.key("risk:limits")).items()}
+
+    def set_limit_override(self, key: str, value_json: str | None) -> None:
+        if value_json is None:
+            self.r.hdel(self.key("risk:limits"), key)
+        else:
+            self.r.hset(self.key("risk:limits"), key, value_json)
+
+    def set_risk_values(self, values: dict[str, str]) -> None:
+        """`risk:equity` hash: peak_equity, equity, drawdown_pct, day, day_start (JSON) as risk last saw them."""
+        if values:
+            self.r.hset(self.key("risk:equity"), mapping=values)
+
+    def risk_values(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.r.hgetall(self.key("risk:equity")).items()}
+
+    def audit_event(self, kind: str, data: bytes) -> None:
+        """A non-decision entry in the audit stream (limit change, trading state change, reconciliation)."""
+        self.r.xadd(self.key("audit"), {"kind": kind, "data": data}, maxlen=JOURNAL_MAXLEN, approximate=True)
+
+    def audit_decisions_since(self, since_ms: int) -> list[RiskDecision]:
+        """Decisions in the audit stream from `since_ms` (stream ids are milliseconds) on."""
+        out = []
+        for _, fields in self.r.xrange(self.key("audit"), min=f"{since_ms}-0"):
+            if b"reason" in fields:
+                out.append(from_json(fields[b"data"], RiskDecision))
+        return out  # type: ignore[return-value]
+
+    def audit_entries(self, count: int = 100) -> list[dict[str, str]]:
+        """The latest audit entries, newest first."""
+        return [{k.decode(): v.decode() for k, v in f.items()} for _, f in
+                self.r.xrevrange(self.key("audit"), count=count)]
 
     # -- audit and statistics -------------------------------------------------------------------------
     def audit_pipeline(self, decisions: Iterable[RiskDecision]) -> None:

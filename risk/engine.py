@@ -2,9 +2,19 @@
 
 The engine keeps the cluster-wide view every check needs: positions (from fills),
 reservations for every approved order still working (so two strategies on two
-nodes can never jointly exceed a limit), reference prices and kill switches.
-Checks run in a fixed order and the first refusal wins; every decision carries
-the numbers that decided it.
+nodes can never jointly exceed a limit), reference prices, kill switches, trading
+states, rate windows and loss breakers. Checks are a list of functions run in a
+fixed order; the first refusal wins; every decision carries the numbers that
+decided it.
+
+Per-decision work is O(1): the limits that apply to a (strategy, venue, symbol) are
+resolved once and cached; open quantity, open-order counts, exposure sums and rate
+windows are kept incrementally as orders are reserved, filled and released.
+
+State changes come in three calls: `check` (decide, no state change except cancel
+rates), `reserve` (an approved order is sent: reserve its limits and count its use),
+`on_report` (fills move quantity from the reservation into the position; a
+terminal report releases what is left).
 """
 
 from __future__ import annotations
@@ -12,6 +22,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
+
+from sortedcontainers import SortedList
 
 from cluster.config import RiskLimits, RiskSection, SymbolSection
 from cluster.messages import (
@@ -24,10 +37,19 @@ from cluster.messages import (
     RejectReason,
     RiskDecision,
     Side,
+    TimeInForce,
     now_ns,
 )
+from risk.exposure import CLUSTER, ExposureBook
+from risk.limits import HIGHER_IS_TIGHTER
+from risk.losses import LossMonitor, Trip
+from risk.rates import DuplicateFilter, RateBook
+from risk.schedule import Schedule
+from risk.trading_state import TradingState, TradingStatus, auto_allowed
 
 GLOBAL = "global"
+EPS = 1e-9
+INF = math.inf
 
 
 def kill_scope_venue(venue: str) -> str:
@@ -50,15 +72,117 @@ class Reservation:
     price: float | None
 
 
-@dataclass
+class Resolved:
+    """The limits that apply to one (strategy, venue, symbol): the tightest value and the scope it came from."""
+
+    def __init__(self, section: RiskSection, strategy: str, venue: str, symbol: str, sym: SymbolSection | None):
+        d = section.defaults
+        v = section.venues.get(venue)
+        st = section.strategies.get(strategy)
+        sy = section.symbols.get(symbol)
+        every = [("defaults", d), (f"venue:{venue}", v), (f"strategy:{strategy}", st), (f"symbol:{symbol}", sy)]
+        cluster_pos = [("defaults", d), (f"venue:{venue}", v), (f"symbol:{symbol}", sy)]
+        per_strategy = [("defaults", d), (f"strategy:{strategy}", st)]
+        self.where: dict[str, str] = {}
+        self.order_qty = self._tight("max_order_qty", every)
+        self.order_notional = self._tight("max_order_notional", every)
+        self.min_notional = self._tight("min_order_notional", every)
+        self.collar_bps = self._tight("price_collar_bps", every)
+        self.slippage_bps = self._tight("max_slippage_bps", every)
+        self.dup_window_ns = _ns(self._tight("duplicate_window_s", every))
+        self.cl_pos_qty = self._tight("max_position_qty", cluster_pos, "cluster_")
+        self.cl_pos_notional = self._tight("max_position_notional", cluster_pos, "cluster_")
+        self.st_pos_qty = self._tight("max_position_qty", [(f"strategy:{strategy}", st)], "strategy_")
+        self.st_pos_notional = self._tight("max_position_notional", [(f"strategy:{strategy}", st)], "strategy_")
+        self.st_orders_s = self._tight("max_orders_per_s", per_strategy, "strategy_")
+        self.st_orders_m = self._tight("max_orders_per_min", per_strategy, "strategy_")
+        self.st_cancels_s = self._tight("max_cancels_per_s", per_strategy, "strategy_")
+        self.st_cancels_m = self._tight("max_cancels_per_min", per_strategy, "strategy_")
+        self.st_open = self._tight("max_open_orders", per_strategy, "strategy_")
+        vonly = [(f"venue:{venue}", v)]
+        self.v_orders_s = self._tight("max_orders_per_s", vonly, "venue_")
+        self.v_orders_m = self._tight("max_orders_per_min", vonly, "venue_")
+        self.v_cancels_s = self._tight("max_cancels_per_s", vonly, "venue_")
+        self.v_cancels_m = self._tight("max_cancels_per_min", vonly, "venue_")
+        self.v_open = self._tight("max_open_orders", vonly, "venue_")
+        self.sym_open = self._tight("max_open_orders", [(f"symbol:{symbol}", sy)], "symbol_")
+        self.has_rates = any(x is not None for x in (self.st_orders_s, self.st_orders_m, self.v_orders_s,
+                                                     self.v_orders_m))
+        self.has_open = any(x is not None for x in (self.st_open, self.v_open, self.sym_open))
+        # (bucket, max_gross, max_net, scope) for each scope that sets an exposure limit.
+        self.exposure: list[tuple[str, float | None, float | None, str]] = []
+        for bucket, scope, lim in ((CLUSTER, "defaults", d), (f"venue:{venue}", f"venue:{venue}", v),
+                                   (f"strategy:{strategy}", f"strategy:{strategy}", st)):
+            if lim is not None and (lim.max_gross_exposure is not None or lim.max_net_exposure is not None):
+                self.exposure.append((bucket, lim.max_gross_exposure, lim.max_net_exposure, scope))
+        self.k_strategy, self.k_venue, self.k_symbol = f"strategy:{strategy}", f"venue:{venue}", f"symbol:{symbol}"
+        # Only the limits that are set, so a check loops over what applies.
+        self.rates = [(k, ps, pm) for k, ps, pm in ((self.k_strategy, self.st_orders_s, self.st_orders_m),
+                                                    (self.k_venue, self.v_orders_s, self.v_orders_m))
+                      if ps is not None or pm is not None]
+        self.open_limits = [(k, lim) for k, lim in ((self.k_strategy, self.st_open), (self.k_venue, self.v_open),
+                                                    (self.k_symbol, self.sym_open)) if lim is not None]
+        self.positions = [(bucket, q, n, self.where.get(prefix + "max_position_qty", ""),
+                           self.where.get(prefix + "max_position_notional", ""))
+                          for bucket, q, n, prefix in ((CLUSTER, self.cl_pos_qty, self.cl_pos_notional, "cluster_"),
+                                                       (self.k_strategy, self.st_pos_qty, self.st_pos_notional,
+                                                        "strategy_"))
+                          if q is not None or n is not None]
+        self.kill_scopes = frozenset({GLOBAL, f"venue:{venue}", f"strategy:{strategy}"})
+        self.state_scopes = (GLOBAL, f"venue:{venue}", f"strategy:{strategy}", f"symbol:{symbol}")
+        self.venue = venue
+        self.symbol = symbol
+        self.rest_vs_buy = (symbol, Side.SELL)  # the resting orders a buy could cross
+        self.rest_vs_sell = (symbol, Side.BUY)
+        self.pos_checks: list[tuple[Any, float | None, float | None, str, str]] = []
+        self.exp_checks: list[tuple[Any, Any, float | None, float | None, str]] = []
+        self.sched_scopes: tuple[str, ...] = ()
+        self.sched_second = -1
+        self.sched_result: tuple[str, str] | None = None
+        self.lot = sym.lot_size if sym is not None else 0.0
+        self.lot_ok_qty = -1.0  # the last quantity found on the lot grid
+        self.tick = sym.tick_size if sym is not None else 0.0
+
+    def _tight(self, name: str, scopes: list[tuple[str, RiskLimits | None]], prefix: str = "") -> float | None:
+        best: float | None = None
+        higher = name in HIGHER_IS_TIGHTER
+        for scope, lim in scopes:
+            if lim is None:
+                continue
+            v = getattr(lim, name)
+            if v is not None and (best is None or (v > best if higher else v < best)):
+                best = v
+                self.where[prefix + name] = scope
+        return best
+
+
+def _ns(seconds: float | None) -> int | None:
+    return None if seconds is None else int(seconds * 1e9)
+
+
 class CheckContext:
-    intent: OrderIntent
-    now_ns: int
-    mark: float | None = None
-    values: dict[str, float] = field(default_factory=dict)
+    __slots__ = ("intent", "now_ns", "mark", "price", "res", "values", "_reduces")
+
+    def __init__(self, intent: OrderIntent, now: int, res: Resolved | None):
+        self.intent = intent
+        self.now_ns = now
+        self.mark: float | None = None  # a fresh reference price, if there is one
+        self.price: float | None = None  # the price the order is valued (and, for market orders, protected) at
+        self.res = res
+        self.values: dict[str, float] = {}
+        self._reduces: bool | None = None
 
 
 Check = Callable[["RiskEngine", CheckContext], RiskDecision | None]
+
+
+@dataclass
+class RiskEvents:
+    """What `evaluate` found: scopes to switch, exits to submit, whether a new trading day began."""
+
+    trips: list[Trip] = field(default_factory=list)
+    exits: list[OrderIntent] = field(default_factory=list)
+    rearmed: list[str] = field(default_factory=list)
 
 
 class RiskEngine:
@@ -67,69 +191,59 @@ class RiskEngine:
         self.symbols = {s.symbol: s for s in symbols}
         self.venues = set(venues)
         self.kill_switches: set[str] = {GLOBAL} if limits.kill_switch else set()
+        # Scopes that are not active (reducing or halted), with why.
+        self.trading_states: dict[str, TradingStatus] = {}
         self.positions: dict[tuple[str, str], float] = {}  # (strategy, symbol) -> qty
         self.net: dict[str, float] = {}  # symbol -> qty over all strategies
         self.reservations: dict[str, Reservation] = {}  # client_order_id -> reservation
         self.marks: dict[str, tuple[float, int]] = {}  # symbol -> (mid, ts_ns)
         self.seen_fills: set[str] = set()  # "<venue>:<trade_id>": a fill is counted once, even across restarts
+        self.exposure = ExposureBook()
+        self.open_counts: dict[str, int] = {}  # "strategy:<s>" | "venue:<v>" | "symbol:<sym>" -> working orders
+        self.resting: dict[tuple[str, Side], SortedList] = {}  # (symbol, side) -> prices of working orders
+        self.order_rates = RateBook()  # keyed "strategy:<s>" / "venue:<v>"
+        self.cancel_rates = RateBook()
+        self.duplicates = DuplicateFilter()
+        self.losses = LossMonitor(limits, {s.symbol: s.venue for s in self.symbols.values()})
+        self.schedule = Schedule(limits.schedules)
+        self._resolved: dict[str, dict[str, Resolved]] = {}  # strategy -> symbol -> resolved limits
+        self.max_mark_age_ns = int(limits.max_mark_age_s * 1e9)
         self.checks: list[Check] = [
-            _check_known, _check_kill_switch, _check_quantity, _check_reference_price,
-            _check_order_size, _check_position,
+            _check_known, _check_kill_switch, _check_quantity, _check_trading_state, _check_schedule,
+            _check_reference_price, _check_order_size, _check_duplicate, _check_rates, _check_open_orders,
+            _check_self_trade, _check_position, _check_exposure,
         ]
 
-    # -- state updates -------------------------------------------------------------------------
-    def set_mark(self, symbol: str, mid: float, ts_ns: int) -> None:
-        prev = self.marks.get(symbol)
-        if prev is None or ts_ns >= prev[1]:
-            self.marks[symbol] = (mid, ts_ns)
-
-    def set_kill_switch(self, scope: str, on: bool) -> None:
-        if on:
-            self.kill_switches.add(scope)
-        else:
-            self.kill_switches.discard(scope)
-
-    def reserve(self, order: Order) -> None:
-        self.reservations[order.client_order_id] = Reservation(
-            order.strategy, order.venue, order.symbol, order.side, order.remaining, order.price)
-
-    def release(self, client_order_id: str) -> None:
-        self.reservations.pop(client_order_id, None)
-
-    def on_report(self, report: ExecutionReport) -> None:
-        """Move filled quantity from the reservation into the position; free it when the order ends."""
-        if report.fill is not None:
-            f = report.fill
-            fill_key = f"{f.venue}:{f.trade_id}"
-            if fill_key in self.seen_fills:
-                return
-            self.seen_fills.add(fill_key)
-            key = (f.strategy, f.symbol)
-            signed = f.side.sign * f.qty
-            self.positions[key] = self.positions.get(key, 0.0) + signed
-            self.net[f.symbol] = self.net.get(f.symbol, 0.0) + signed
-            res = self.reservations.get(report.client_order_id)
-            if res is not None:
-                res.remaining = max(0.0, res.remaining - f.qty)
-        if report.status.is_terminal:
-            self.release(report.client_order_id)
-
-    def load(self, positions: Iterable[Position], open_orders: Iterable[Order], seen_fills: Iterable[str] = ()) -> None:
-        """Rebuild from Redis after a restart: positions, the reservations of open orders, fills already counted."""
-        self.seen_fills = set(seen_fills)
-        self.positions.clear()
-        self.net.clear()
-        self.reservations.clear()
-        for p in positions:
-            self.positions[(p.strategy, p.symbol)] = self.positions.get((p.strategy, p.symbol), 0.0) + p.qty
-            self.net[p.symbol] = self.net.get(p.symbol, 0.0) + p.qty
-        for o in open_orders:
-            if not o.status.is_terminal:
-                self.reserve(o)
-
     # -- limits ----------------------------------------------------------------------------------
+    def set_limits(self, limits: RiskSection) -> None:
+        """Apply changed limits (a `limits set` override); resolved limits are rebuilt on next use."""
+        self.limits = limits
+        self._resolved.clear()
+        self.max_mark_age_ns = int(limits.max_mark_age_s * 1e9)
+        self.losses.set_section(limits)
+        self.schedule = Schedule(limits.schedules)
+
+    def resolved(self, strategy: str, venue: str, symbol: str) -> Resolved:
+        by_symbol = self._resolved.get(strategy)
+        if by_symbol is None:
+            by_symbol = self._resolved[strategy] = {}
+        r = by_symbol.get(symbol)
+        if r is None or r.venue != venue:
+            r = by_symbol[symbol] = self._resolve(strategy, venue, symbol)
+        return r
+
+    def _resolve(self, strategy: str, venue: str, symbol: str) -> Resolved:
+        """Resolve the limits and bind the exposure entries and schedule scopes they are checked against."""
+        r = Resolved(self.limits, strategy, venue, symbol, self.symbols.get(symbol))
+        book = self.exposure
+        r.pos_checks = [(book.entry(bucket, symbol), q, n, wq, wn) for bucket, q, n, wq, wn in r.positions]
+        r.exp_checks = [(book.bucket(bucket), book.entry(bucket, symbol), g, n, scope)
+                        for bucket, g, n, scope in r.exposure]
+        r.sched_scopes = tuple(sc for sc in r.state_scopes if sc in self.schedule.by_scope)
+        return r
+
     def scopes(self, intent: OrderIntent) -> list[tuple[str, RiskLimits]]:
-        out = [("defaults", self.limits.defaults)]
+        out: list[tuple[str, RiskLimits]] = [("defaults", self.limits.defaults)]
         for name, table, key in (("venue", self.limits.venues, intent.venue),
                                  ("strategy", self.limits.strategies, intent.strategy),
                                  ("symbol", self.limits.symbols, intent.symbol)):
@@ -147,156 +261,514 @@ class RiskEngine:
                 best, where = v, scope
         return best, where
 
+    # -- state updates -------------------------------------------------------------------------
+    def set_mark(self, symbol: str, mid: float, ts_ns: int) -> None:
+        prev = self.marks.get(symbol)
+        if prev is None or ts_ns >= prev[1]:
+            self.marks[symbol] = (mid, ts_ns)
+            self.exposure.set_price(symbol, mid)
+            self.losses.set_mark(symbol, mid, ts_ns)
+
+    def set_kill_switch(self, scope: str, on: bool) -> None:
+        if on:
+            self.kill_switches.add(scope)
+        else:
+            self.kill_switches.discard(scope)
+
+    def set_trading_state(self, scope: str, status: TradingStatus | None) -> None:
+        if status is None or status.state is TradingState.ACTIVE:
+            self.trading_states.pop(scope, None)
+        else:
+            self.trading_states[scope] = status
+
+    def reserve(self, order: Order, now: int | None = None) -> None:
+        """An approved order is going to the gateway: reserve its limits and count it in rates and duplicates."""
+        ts = now if now is not None else (order.created_ts_ns or now_ns())
+        self._reserve(order)
+        self.order_rates.add(f"strategy:{order.strategy}", ts)
+        self.order_rates.add(f"venue:{order.venue}", ts)
+        self.duplicates.add((order.strategy, order.symbol, order.side, order.price, order.qty), ts)
+
+    def _reserve(self, order: Order) -> None:
+        coid = order.client_order_id
+        if coid in self.reservations:
+            return
+        remaining = order.remaining
+        self.reservations[coid] = Reservation(order.strategy, order.venue, order.symbol, order.side, remaining,
+                                              order.price)
+        if order.symbol not in self.exposure.prices and order.price:
+            self.exposure.set_price(order.symbol, order.price)
+        self.exposure.add_open(order.strategy, order.venue, order.symbol, order.side, remaining)
+        r = self.resolved(order.strategy, order.venue, order.symbol)
+        counts = self.open_counts
+        for key in (r.k_strategy, r.k_venue, r.k_symbol):
+            counts[key] = counts.get(key, 0) + 1
+        if order.price is not None:
+            book = self.resting.get((order.symbol, order.side))
+            if book is None:
+                book = self.resting[(order.symbol, order.side)] = SortedList()
+            book.add(order.price)
+
+    def release(self, client_order_id: str) -> None:
+        res = self.reservations.pop(client_order_id, None)
+        if res is None:
+            return
+        self.exposure.add_open(res.strategy, res.venue, res.symbol, res.side, -res.remaining)
+        r = self.resolved(res.strategy, res.venue, res.symbol)
+        counts = self.open_counts
+        for key in (r.k_strategy, r.k_venue, r.k_symbol):
+            counts[key] = counts.get(key, 1) - 1
+        if res.price is not None:
+            book = self.resting.get((res.symbol, res.side))
+            if book is not None and res.price in book:
+                book.remove(res.price)
+
+    def on_report(self, report: ExecutionReport) -> None:
+        """Move filled quantity from the reservation into the position; free it when the order ends."""
+        f = report.fill
+        if f is not None and f"{f.venue}:{f.trade_id}" not in self.seen_fills:
+            self.seen_fills.add(f"{f.venue}:{f.trade_id}")
+            key = (f.strategy, f.symbol)
+            signed = f.side.sign * f.qty
+            self.positions[key] = self.positions.get(key, 0.0) + signed
+            self.net[f.symbol] = self.net.get(f.symbol, 0.0) + signed
+            self.exposure.add_position(f.strategy, f.venue, f.symbol, signed)
+            res = self.reservations.get(report.client_order_id)
+            if res is not None:
+                used = min(res.remaining, f.qty)
+                res.remaining -= used
+                self.exposure.add_open(res.strategy, res.venue, res.symbol, res.side, -used)
+            self.losses.on_fill(f)
+        if report.status.is_terminal:
+            self.release(report.client_order_id)
+
+    def load(self, positions: Iterable[Position], open_orders: Iterable[Order], seen_fills: Iterable[str] = ()) -> None:
+        """Rebuild from Redis after a restart: positions, the reservations of open orders, fills already counted."""
+        positions = list(positions)
+        self.seen_fills = set(seen_fills)
+        self.positions.clear()
+        self.net.clear()
+        self.reservations.clear()
+        self.open_counts.clear()
+        self.resting.clear()
+        self.exposure.clear()
+        self._resolved.clear()  # it holds references to exposure entries
+        for p in positions:
+            self.positions[(p.strategy, p.symbol)] = self.positions.get((p.strategy, p.symbol), 0.0) + p.qty
+            self.net[p.symbol] = self.net.get(p.symbol, 0.0) + p.qty
+            venue = self.symbols[p.symbol].venue if p.symbol in self.symbols else p.venue
+            self.exposure.add_position(p.strategy, venue, p.symbol, p.qty)
+        self.losses.load(positions)
+        for o in open_orders:
+            if not o.status.is_terminal:
+                self._reserve(o)
+
+    def restore_usage(self, approved: Iterable[tuple[str, str, str, Side, float | None, float, int]],
+                      cancels: Iterable[tuple[str, str, int]]) -> None:
+        """Refill rate windows and the duplicate filter from the audit of the last minute.
+
+        `approved`: (strategy, venue, symbol, side, price, qty, ts_ns) of approved new orders;
+        `cancels`: (strategy, venue, ts_ns) of approved cancels."""
+        for strategy, venue, symbol, side, price, qty, ts in approved:
+            self.order_rates.add(f"strategy:{strategy}", ts)
+            self.order_rates.add(f"venue:{venue}", ts)
+            self.duplicates.add((strategy, symbol, side, price, qty), ts)
+        for strategy, venue, ts in cancels:
+            self.cancel_rates.add(f"strategy:{strategy}", ts)
+            self.cancel_rates.add(f"venue:{venue}", ts)
+
     def open_exposure(self, symbol: str, strategy: str | None = None) -> tuple[float, float]:
         """Open (unfilled) buy and sell quantity of working orders, cluster-wide or for one strategy."""
-        buys = sells = 0.0
-        for r in self.reservations.values():
-            if r.symbol == symbol and (strategy is None or r.strategy == strategy):
-                if r.side is Side.BUY:
-                    buys += r.remaining
-                else:
-                    sells += r.remaining
-        return buys, sells
+        e = self.exposure.peek(CLUSTER if strategy is None else f"strategy:{strategy}", symbol)
+        return (0.0, 0.0) if e is None else (e.buys, e.sells)
+
+    # -- loss breakers and stops ---------------------------------------------------------------
+    def evaluate(self, now: int | None = None) -> RiskEvents:
+        """Run the loss breakers and stops (on marks and fills, not per decision).
+
+        Trips are applied here (only tightening a scope's state); exits are returned for the caller to submit
+        through `check`/`reserve` like any order."""
+        now = now if now is not None else now_ns()
+        trips, new_day = self.losses.evaluate(now)
+        events = RiskEvents()
+        if new_day:
+            for scope, st in list(self.trading_states.items()):
+                if st.source == "daily_loss":
+                    self.trading_states.pop(scope)
+                    events.rearmed.append(scope)
+        for t in trips:
+            current = self.trading_states.get(t.scope)
+            if auto_allowed(current, t.state):
+                self.trading_states[t.scope] = TradingStatus(state=t.state, reason=t.reason, source=t.source,
+                                                             ts_ns=now)
+                events.trips.append(t)
+        events.exits = self.losses.stop_exits(now)
+        return events
 
     # -- the decision ------------------------------------------------------------------------------
     def check(self, intent: OrderIntent, now: int | None = None) -> RiskDecision:
-        ctx = CheckContext(intent=intent, now_ns=now if now is not None else now_ns())
+        ctx = CheckContext(intent, now if now is not None else now_ns(), None)
         if intent.action is IntentAction.CANCEL:
             return self._check_cancel(ctx)
         for check in self.checks:
             refused = check(self, ctx)
             if refused is not None:
                 return refused
-        return self.decide(ctx, True, RejectReason.NONE, "approved")
+        return RiskDecision(approved=True, reason=RejectReason.NONE, strategy=intent.strategy, venue=intent.venue,
+                            symbol=intent.symbol, action=intent.action, detail="approved", values=ctx.values,
+                            ts_ns=ctx.now_ns)
 
     def decide(self, ctx: CheckContext, approved: bool, reason: RejectReason, detail: str) -> RiskDecision:
         i = ctx.intent
         return RiskDecision(approved=approved, reason=reason, strategy=i.strategy, venue=i.venue, symbol=i.symbol,
                             action=i.action, detail=detail, values=ctx.values, ts_ns=ctx.now_ns)
 
+    def make_order(self, intent: OrderIntent, decision: RiskDecision, client_order_id: str, ts_ns: int) -> Order:
+        """The order an approved intent becomes; a market order leaves as a limit IOC at its protection price."""
+        protect = decision.values.get("protection_price")
+        if intent.order_type is OrderType.MARKET and protect is not None:
+            return Order(client_order_id=client_order_id, strategy=intent.strategy, venue=intent.venue,
+                         symbol=intent.symbol, side=intent.side, qty=intent.qty, order_type=OrderType.LIMIT,
+                         price=protect, tif=TimeInForce.IOC, created_ts_ns=ts_ns)
+        return Order(client_order_id=client_order_id, strategy=intent.strategy, venue=intent.venue,
+                     symbol=intent.symbol, side=intent.side, qty=intent.qty, order_type=intent.order_type,
+                     price=intent.price, tif=intent.tif, created_ts_ns=ts_ns)
+
     def _check_cancel(self, ctx: CheckContext) -> RiskDecision:
-        """Cancels always pass (they only lower risk) if the order is this strategy's and still working."""
-        coid = ctx.intent.target_client_order_id
+        """Cancels pass (they only lower risk) if the order is this strategy's, still working, and within cancel rates."""
+        i = ctx.intent
+        coid = i.target_client_order_id
         res = self.reservations.get(coid or "")
         if res is None:
             return self.decide(ctx, False, RejectReason.UNKNOWN_ORDER, f"no working order {coid!r}")
-        if res.strategy != ctx.intent.strategy:
+        if res.strategy != i.strategy:
             return self.decide(ctx, False, RejectReason.UNKNOWN_ORDER, f"order {coid!r} belongs to another strategy")
+        r = self.resolved(i.strategy, res.venue, res.symbol)
+        now = ctx.now_ns
+        for key, per_s, per_m in ((f"strategy:{i.strategy}", r.st_cancels_s, r.st_cancels_m),
+                                  (f"venue:{res.venue}", r.v_cancels_s, r.v_cancels_m)):
+            if per_s is None and per_m is None:
+                continue
+            n_s, n_m = self.cancel_rates.counts(key, now)
+            for n, lim, unit in ((n_s, per_s, "s"), (n_m, per_m, "min")):
+                if lim is not None and n + 1 > lim:
+                    ctx.values.update(cancels=float(n), limit=lim)
+                    return self.decide(ctx, False, RejectReason.CANCEL_RATE,
+                                       f"{n} cancels in the last {unit} + 1 > max_cancels_per_{unit} {lim:g} ({key})")
+        self.cancel_rates.add(f"strategy:{i.strategy}", now)
+        self.cancel_rates.add(f"venue:{res.venue}", now)
         return self.decide(ctx, True, RejectReason.NONE, "cancel approved")
 
 
+# -- the checks, in order ------------------------------------------------------------------------------
 def _check_known(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
     i = ctx.intent
+    by_symbol = eng._resolved.get(i.strategy)
+    r = by_symbol.get(i.symbol) if by_symbol is not None else None
+    if r is not None and r.venue == i.venue:  # resolved before: venue and symbol are known
+        ctx.res = r
+        return None
     if i.venue not in eng.venues:
         return eng.decide(ctx, False, RejectReason.UNKNOWN_VENUE, f"venue {i.venue!r} is not configured")
     sym = eng.symbols.get(i.symbol)
     if sym is None or sym.venue != i.venue:
         return eng.decide(ctx, False, RejectReason.UNKNOWN_SYMBOL, f"symbol {i.symbol!r} is not configured on {i.venue!r}")
+    ctx.res = eng.resolved(i.strategy, i.venue, i.symbol)
     return None
 
 
 def _check_kill_switch(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
-    i = ctx.intent
-    for scope in (GLOBAL, kill_scope_venue(i.venue), kill_scope_strategy(i.strategy)):
-        if scope in eng.kill_switches:
-            return eng.decide(ctx, False, RejectReason.KILL_SWITCH, f"kill switch on ({scope})")
+    ks = eng.kill_switches
+    if ks and not ks.isdisjoint(ctx.res.kill_scopes):  # type: ignore[union-attr]
+        i = ctx.intent
+        for scope in (GLOBAL, kill_scope_venue(i.venue), kill_scope_strategy(i.strategy)):
+            if scope in ks:
+                return eng.decide(ctx, False, RejectReason.KILL_SWITCH, f"kill switch on ({scope})")
     return None
 
 
 def _check_quantity(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
     i = ctx.intent
-    ctx.values["qty"] = i.qty
-    if not (math.isfinite(i.qty) and i.qty > 0):
-        return eng.decide(ctx, False, RejectReason.INVALID_ORDER, f"quantity {i.qty!r} must be a positive number")
+    qty = i.qty
+    ctx.values["qty"] = qty
+    if not 0.0 < qty < INF:  # NaN fails every comparison
+        return eng.decide(ctx, False, RejectReason.INVALID_ORDER, f"quantity {qty!r} must be a positive number")
     if i.order_type is OrderType.LIMIT:
-        if i.price is None or not (math.isfinite(i.price) and i.price > 0):
-            return eng.decide(ctx, False, RejectReason.INVALID_ORDER, f"limit price {i.price!r} must be a positive number")
-        ctx.values["price"] = i.price
+        price = i.price
+        if price is None or not 0.0 < price < INF:
+            return eng.decide(ctx, False, RejectReason.INVALID_ORDER, f"limit price {price!r} must be a positive number")
+        ctx.values["price"] = price
     return None
+
+
+def reduces_own_position(eng: RiskEngine, ctx: CheckContext) -> bool:
+    """Does the order shrink its strategy's position without flipping it, counting same-side working orders?"""
+    if ctx._reduces is None:
+        i = ctx.intent
+        e = eng.exposure.peek(f"strategy:{i.strategy}", i.symbol)
+        if e is None:
+            ctx._reduces = False
+        elif i.side is Side.BUY:
+            ctx._reduces = e.pos < 0 and e.buys + i.qty <= -e.pos + EPS
+        else:
+            ctx._reduces = e.pos > 0 and e.sells + i.qty <= e.pos + EPS
+    return ctx._reduces
+
+
+def _check_trading_state(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
+    states = eng.trading_states
+    if not states:
+        return None
+    for scope in ctx.res.state_scopes:  # type: ignore[union-attr]
+        st = states.get(scope)
+        if st is None:
+            continue
+        if st.state is TradingState.HALTED:
+            return eng.decide(ctx, False, RejectReason.TRADING_HALTED, f"trading halted ({scope}): {st.reason}")
+        if st.state is TradingState.REDUCING and not reduces_own_position(eng, ctx):
+            return eng.decide(ctx, False, RejectReason.REDUCE_ONLY,
+                              f"reducing only ({scope}): {st.reason}; the order does not shrink a position")
+    return None
+
+
+def _check_schedule(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
+    r = ctx.res
+    if not r.sched_scopes:  # type: ignore[union-attr]
+        return None
+    second = ctx.now_ns // 1_000_000_000
+    if second != r.sched_second:  # type: ignore[union-attr]
+        r.sched_second = second  # type: ignore[union-attr]
+        r.sched_result = eng.schedule.blocked(r.sched_scopes, ctx.now_ns)  # type: ignore[union-attr]
+    blocked = r.sched_result  # type: ignore[union-attr]
+    if blocked is None or reduces_own_position(eng, ctx):
+        return None
+    kind, detail = blocked
+    reason = RejectReason.TRADING_PAUSED if kind == "pause" else RejectReason.OUTSIDE_TRADING_HOURS
+    return eng.decide(ctx, False, reason, f"{detail}: only orders that shrink a position")
 
 
 def _check_reference_price(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
-    """Notional limits need a fresh reference price; without one the order cannot be priced: refuse."""
+    """Collars, notional limits and market orders need a fresh reference price; without one: refuse."""
     i = ctx.intent
+    r = ctx.res
     mark = eng.marks.get(i.symbol)
     if mark is not None:
-        age_s = (ctx.now_ns - mark[1]) / 1e9
-        ctx.values["mark_age_s"] = age_s
-        if age_s <= eng.limits.max_mark_age_s:
+        if ctx.now_ns - mark[1] <= eng.max_mark_age_ns:
             ctx.mark = mark[0]
             ctx.values["mark"] = mark[0]
-    if ctx.mark is None and i.order_type is OrderType.MARKET:
-        return eng.decide(ctx, False, RejectReason.NO_REFERENCE_PRICE,
-                          f"no reference price for {i.symbol} younger than {eng.limits.max_mark_age_s}s")
-    return None
-
-
-def _order_price(ctx: CheckContext) -> float | None:
-    i = ctx.intent
-    if i.order_type is OrderType.LIMIT and i.price is not None:
-        # A buy above the mark or a sell below it is priced at the worse of the two.
+        else:
+            ctx.values["mark_age_s"] = (ctx.now_ns - mark[1]) / 1e9
+    if i.order_type is OrderType.MARKET:
         if ctx.mark is None:
-            return i.price
-        return max(i.price, ctx.mark) if i.side is Side.BUY else min(i.price, ctx.mark)
-    return ctx.mark
+            return eng.decide(ctx, False, RejectReason.NO_REFERENCE_PRICE,
+                              f"no reference price for {i.symbol} younger than {eng.limits.max_mark_age_s}s")
+        slip = r.slippage_bps  # type: ignore[union-attr]
+        if slip is None:
+            return eng.decide(ctx, False, RejectReason.PRICE_COLLAR,
+                              "a market order needs max_slippage_bps (none configured for its scopes)")
+        raw = ctx.mark * (1 + slip / 1e4) if i.side is Side.BUY else ctx.mark * (1 - slip / 1e4)
+        tick = r.tick  # type: ignore[union-attr]
+        if tick > 0:  # round inward, so the protection never allows more than the slippage
+            raw = math.floor(raw / tick + EPS) * tick if i.side is Side.BUY else math.ceil(raw / tick - EPS) * tick
+        ctx.price = raw
+        ctx.values["protection_price"] = raw
+        ctx.values["max_slippage_bps"] = slip
+        return None
+    price = i.price  # limit order: valued at the worse of its price and the mark
+    mark_px = ctx.mark
+    if mark_px is None:
+        ctx.price = price
+    else:
+        ctx.price = (price if price > mark_px else mark_px) if i.side is Side.BUY else (
+            price if price < mark_px else mark_px)  # type: ignore[operator]
+    collar = r.collar_bps  # type: ignore[union-attr]
+    if collar is not None:
+        if mark_px is None:
+            return eng.decide(ctx, False, RejectReason.NO_REFERENCE_PRICE,
+                              f"no reference price for {i.symbol} younger than {eng.limits.max_mark_age_s}s "
+                              "to check the price collar")
+        off = abs(price - mark_px) / mark_px * 1e4  # type: ignore[operator]
+        if off > collar:
+            ctx.values.update(off_mid_bps=off, price_collar_bps=collar)
+            return eng.decide(ctx, False, RejectReason.PRICE_COLLAR,
+                              f"price {price} is {off:.1f} bps from mid {mark_px} > price_collar_bps {collar:g} "
+                              f"({r.where['price_collar_bps']})")  # type: ignore[union-attr]
+    return None
 
 
 def _check_order_size(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
     i = ctx.intent
-    max_qty, where = eng.limit(i, "max_order_qty")
-    if max_qty is not None:
+    r = ctx.res
+    lot = r.lot  # type: ignore[union-attr]
+    if lot > 0 and i.qty != r.lot_ok_qty:  # type: ignore[union-attr]
+        steps = i.qty / lot
+        if abs(steps - round(steps)) > 1e-6:
+            ctx.values["lot_size"] = lot
+            return eng.decide(ctx, False, RejectReason.LOT_SIZE, f"qty {i.qty} is not a multiple of the lot size {lot}")
+        r.lot_ok_qty = i.qty  # type: ignore[union-attr]
+    max_qty = r.order_qty  # type: ignore[union-attr]
+    if max_qty is not None and i.qty > max_qty:
         ctx.values["max_order_qty"] = max_qty
-        if i.qty > max_qty:
-            return eng.decide(ctx, False, RejectReason.MAX_ORDER_QTY, f"qty {i.qty} > max_order_qty {max_qty} ({where})")
-    max_notional, where = eng.limit(i, "max_order_notional")
-    if max_notional is not None:
-        price = _order_price(ctx)
-        if price is None:
+        return eng.decide(ctx, False, RejectReason.MAX_ORDER_QTY,
+                          f"qty {i.qty} > max_order_qty {max_qty} ({r.where['max_order_qty']})")  # type: ignore[union-attr]
+    max_notional = r.order_notional  # type: ignore[union-attr]
+    min_notional = r.min_notional  # type: ignore[union-attr]
+    if max_notional is not None or min_notional is not None:
+        if ctx.price is None:
             return eng.decide(ctx, False, RejectReason.NO_REFERENCE_PRICE, "no price to value the order's notional")
-        notional = i.qty * price
+        notional = i.qty * ctx.price
         ctx.values["notional"] = notional
-        ctx.values["max_order_notional"] = max_notional
-        if notional > max_notional:
-            return eng.decide(ctx, False, RejectReason.MAX_ORDER_NOTIONAL,
-                              f"notional {notional:.2f} > max_order_notional {max_notional} ({where})")
+        if max_notional is not None:
+            ctx.values["max_order_notional"] = max_notional
+            if notional > max_notional:
+                return eng.decide(ctx, False, RejectReason.MAX_ORDER_NOTIONAL,
+                                  f"notional {notional:.2f} > max_order_notional {max_notional} "
+                                  f"({r.where['max_order_notional']})")  # type: ignore[union-attr]
+        if min_notional is not None and notional < min_notional:
+            ctx.values["min_order_notional"] = min_notional
+            return eng.decide(ctx, False, RejectReason.MIN_NOTIONAL,
+                              f"notional {notional:.2f} < min_order_notional {min_notional} "
+                              f"({r.where['min_order_notional']})")  # type: ignore[union-attr]
     return None
 
 
-def _worst_case(position: float, open_buys: float, open_sells: float, intent: OrderIntent) -> float:
-    """The position if every working order on the intent's side, and the intent, filled."""
-    if intent.side is Side.BUY:
-        return position + open_buys + intent.qty
-    return position - open_sells - intent.qty
+def _check_duplicate(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
+    window = ctx.res.dup_window_ns  # type: ignore[union-attr]
+    if window is None:
+        return None
+    i = ctx.intent
+    price = ctx.values.get("protection_price", i.price)
+    age = eng.duplicates.age_ns((i.strategy, i.symbol, i.side, price, i.qty), ctx.now_ns)
+    if age is not None and age < window:
+        ctx.values.update(age_s=age / 1e9, duplicate_window_s=window / 1e9)
+        return eng.decide(ctx, False, RejectReason.DUPLICATE_ORDER,
+                          f"same strategy, side, price and qty approved {age / 1e9:.3f}s ago "
+                          f"< duplicate_window_s {window / 1e9:g}")
+    return None
+
+
+def _check_rates(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
+    rates = ctx.res.rates  # type: ignore[union-attr]
+    if not rates:
+        return None
+    now = ctx.now_ns
+    counters = eng.order_rates.counters
+    for key, per_s, per_m in rates:
+        c = counters.get(key)
+        n_s, n_m = (0, 0) if c is None else c.counts(now)
+        if per_s is not None and n_s + 1 > per_s:
+            ctx.values.update(orders_last_s=float(n_s), max_orders_per_s=per_s)
+            return eng.decide(ctx, False, RejectReason.ORDER_RATE,
+                              f"{n_s} orders in the last second + 1 > max_orders_per_s {per_s:g} ({key})")
+        if per_m is not None and n_m + 1 > per_m:
+            ctx.values.update(orders_last_min=float(n_m), max_orders_per_min=per_m)
+            return eng.decide(ctx, False, RejectReason.ORDER_RATE,
+                              f"{n_m} orders in the last minute + 1 > max_orders_per_min {per_m:g} ({key})")
+    return None
+
+
+def _check_open_orders(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
+    limits = ctx.res.open_limits  # type: ignore[union-attr]
+    if not limits:
+        return None
+    counts = eng.open_counts
+    for key, lim in limits:
+        n = counts.get(key, 0)
+        if n + 1 > lim:
+            ctx.values.update(open_orders=float(n), max_open_orders=lim)
+            return eng.decide(ctx, False, RejectReason.MAX_OPEN_ORDERS,
+                              f"{n} working orders + 1 > max_open_orders {lim:g} ({key})")
+    return None
+
+
+def _check_self_trade(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
+    if not eng.limits.self_trade_prevention:
+        return None
+    i = ctx.intent
+    price = ctx.values.get("protection_price", i.price)
+    if price is None:
+        return None
+    buy = i.side is Side.BUY
+    book = eng.resting.get(ctx.res.rest_vs_buy if buy else ctx.res.rest_vs_sell)  # type: ignore[union-attr]
+    if not book:
+        return None
+    if buy:
+        best = book[0]
+        crosses = price >= best
+    else:
+        best = book[-1]
+        crosses = price <= best
+    if crosses:
+        ctx.values["own_resting_price"] = best
+        return eng.decide(ctx, False, RejectReason.SELF_TRADE,
+                          f"{i.side.value} at {price} would cross the cluster's own resting "
+                          f"{i.side.opposite.value} at {best}")
+    return None
 
 
 def _check_position(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
+    limits = ctx.res.pos_checks  # type: ignore[union-attr]
+    if not limits:
+        return None
     i = ctx.intent
-    cluster_scopes = [(s, lim) for s, lim in eng.scopes(i) if not s.startswith("strategy:")]
-    strategy_scopes = [(s, lim) for s, lim in eng.scopes(i) if s.startswith("strategy:")]
-    for scopes, position, exposure in (
-        (cluster_scopes, eng.net.get(i.symbol, 0.0), eng.open_exposure(i.symbol)),
-        (strategy_scopes, eng.positions.get((i.strategy, i.symbol), 0.0), eng.open_exposure(i.symbol, i.strategy)),
-    ):
-        if not scopes:
-            continue
-        worst = _worst_case(position, *exposure, i)
-        reduces = abs(worst) <= abs(position)
-        for scope, lim in scopes:
-            if lim.max_position_qty is not None and abs(worst) > lim.max_position_qty and not reduces:
-                ctx.values.update(position=position, worst_case=worst, max_position_qty=lim.max_position_qty)
-                return eng.decide(ctx, False, RejectReason.POSITION_LIMIT,
-                                  f"worst-case position {worst:g} would exceed max_position_qty {lim.max_position_qty} ({scope})")
-            if lim.max_position_notional is not None and not reduces:
-                price = _order_price(ctx)
-                if price is None:
-                    return eng.decide(ctx, False, RejectReason.NO_REFERENCE_PRICE, "no price to value the position")
-                notional = abs(worst) * price
-                if notional > lim.max_position_notional:
-                    ctx.values.update(position=position, worst_case_notional=notional,
-                                      max_position_notional=lim.max_position_notional)
-                    return eng.decide(ctx, False, RejectReason.POSITION_NOTIONAL_LIMIT,
-                                      f"worst-case position notional {notional:.2f} would exceed "
-                                      f"{lim.max_position_notional} ({scope})")
-        ctx.values.setdefault("position", position)
-        ctx.values.setdefault("worst_case", worst)
+    buy = i.side is Side.BUY
+    qty = i.qty
+    for e, max_qty, max_notional, where_qty, where_notional in limits:
+        position = e.pos
+        worst = position + e.buys + qty if buy else position - e.sells - qty
+        aw = -worst if worst < 0 else worst
+        if aw <= (-position if position < 0 else position):
+            continue  # reduces: allowed even over a limit
+        if max_qty is not None and aw > max_qty + EPS:
+            ctx.values.update(position=position, worst_case=worst, max_position_qty=max_qty)
+            return eng.decide(ctx, False, RejectReason.POSITION_LIMIT,
+                              f"worst-case position {worst:g} would exceed max_position_qty {max_qty} ({where_qty})")
+        if max_notional is not None:
+            if ctx.price is None:
+                return eng.decide(ctx, False, RejectReason.NO_REFERENCE_PRICE, "no price to value the position")
+            notional = aw * ctx.price
+            if notional > max_notional + EPS:
+                ctx.values.update(position=position, worst_case_notional=notional, max_position_notional=max_notional)
+                return eng.decide(ctx, False, RejectReason.POSITION_NOTIONAL_LIMIT,
+                                  f"worst-case position notional {notional:.2f} would exceed {max_notional} "
+                                  f"({where_notional})")
+        ctx.values["worst_case"] = worst
+    return None
+
+
+def _check_exposure(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
+    """Gross and net worst-case notional across symbols, per bucket, counting the order."""
+    r = ctx.res
+    if not r.exp_checks:  # type: ignore[union-attr]
+        return None
+    i = ctx.intent
+    if ctx.price is None:
+        return eng.decide(ctx, False, RejectReason.NO_REFERENCE_PRICE, "no price to value the exposure")
+    book = eng.exposure
+    px = book.prices.get(i.symbol, ctx.price)
+    add = i.qty * px
+    buy = i.side is Side.BUY
+    qty = i.qty
+    for b, e, max_gross, max_net, scope in r.exp_checks:  # type: ignore[union-attr]
+        g_total = b.gross
+        net_old = b.long if buy else b.short
+        g_old, pos, buys, sells = e.gross, e.pos, e.buys, e.sells
+        if buy:
+            lg, sh = (pos + buys + qty) * px, (pos - sells) * px
+            net_new = net_old + add
+        else:
+            lg, sh = (pos + buys) * px, (pos - sells - qty) * px
+            net_new = net_old - add
+        lg = -lg if lg < 0 else lg
+        sh = -sh if sh < 0 else sh
+        g_new = g_total - g_old + (lg if lg > sh else sh)
+        if max_gross is not None and g_new > max_gross + EPS and g_new > g_total + EPS:
+            ctx.values.update(gross_exposure=g_new, max_gross_exposure=max_gross)
+            return eng.decide(ctx, False, RejectReason.GROSS_EXPOSURE,
+                              f"worst-case gross exposure {g_new:.2f} would exceed max_gross_exposure {max_gross} "
+                              f"({scope})")
+        if max_net is not None and abs(net_new) > max_net + EPS and abs(net_new) > abs(net_old) + EPS:
+            ctx.values.update(net_exposure=net_new, max_net_exposure=max_net)
+            return eng.decide(ctx, False, RejectReason.NET_EXPOSURE,
+                              f"worst-case net exposure {net_new:.2f} would exceed max_net_exposure {max_net} ({scope})")
     return None

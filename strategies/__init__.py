@@ -6,12 +6,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from strategies.base import Strategy, StrategyParamError
+from strategies.ema_grid import EmaGrid
 from strategies.imbalance import OrderBookImbalance
 from strategies.market_maker import MarketMaker
+from strategies.pairs import PairsArbitrage
 
-STRATEGY_TYPES: dict[str, type[Strategy]] = {"market_maker": MarketMaker, "imbalance": OrderBookImbalance}
+STRATEGY_TYPES: dict[str, type[Strategy]] = {"market_maker": MarketMaker, "imbalance": OrderBookImbalance,
+                                             "ema_grid": EmaGrid, "pairs": PairsArbitrage}
 
-__all__ = ["STRATEGY_TYPES", "MarketMaker", "OrderBookImbalance", "Strategy", "StrategyParamError", "create_strategy"]
+__all__ = ["STRATEGY_TYPES", "EmaGrid", "MarketMaker", "OrderBookImbalance", "PairsArbitrage", "Strategy",
+           "StrategyParamError", "create_strategy"]
 
 
 def create_strategy(type_name: str, name: str, symbols: list[str], venues: Mapping[str, str],

@@ -8,6 +8,7 @@ class runs in backtests unchanged.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -48,11 +49,61 @@ class Strategy:
         self.positions: dict[str, float] = dict.fromkeys(self.symbols, 0.0)
         self.working: dict[str, ExecutionReport | OrderIntent] = {}
         self.rejections: dict[str, int] = {}
+        # Venue lot size per symbol: set by the host (`set_instruments`) or inferred from the books.
+        self.lot_sizes: dict[str, float] = {}
+        self._inferred_lots: dict[str, float] = {}
         self.set_params(params or {})
+
+    # -- instruments ------------------------------------------------------------------------------
+    def set_instruments(self, lot_sizes: Mapping[str, float]) -> None:
+        """Tell the strategy each symbol's lot size (order quantities are rounded down onto it)."""
+        self.lot_sizes.update({s: float(v) for s, v in lot_sizes.items() if v and v > 0})
+
+    def lot_size(self, symbol: str) -> float:
+        """The known lot, else one inferred from book quantities (0: unknown, quantities are not rounded).
+
+        Inference takes 10**-d, d the most decimals any seen quantity has: a multiple of the true lot
+        whenever that lot is a power of ten. Books whose quantities are all whole numbers say nothing
+        (the lot may be finer), so they leave the lot unknown.
+        """
+        return self.lot_sizes.get(symbol) or self._inferred_lots.get(symbol, 0.0)
+
+    def round_qty(self, symbol: str, qty: float) -> float:
+        """`qty` rounded down onto the symbol's lot (unchanged when the lot is unknown)."""
+        lot = self.lot_size(symbol)
+        if lot <= 0 or qty <= 0:
+            return qty
+        n = math.floor(qty / lot + 1e-9)
+        return round(n * lot, max(0, -math.floor(math.log10(lot))) + 2)
+
+    def _infer_lot(self, update: BookUpdate) -> None:
+        decimals = 0
+        for _, q in (*update.bids[:5], *update.asks[:5]):
+            for d in range(decimals, 10):
+                if abs(q * 10**d - round(q * 10**d)) < 1e-6:
+                    decimals = max(decimals, d)
+                    break
+        if decimals > 0:
+            lot = 10.0**-decimals
+            known = self._inferred_lots.get(update.symbol)
+            if known is None or lot < known:
+                self._inferred_lots[update.symbol] = lot
 
     # -- parameters -------------------------------------------------------------------------------
     def set_params(self, params: Mapping[str, Any]) -> None:
-        """Validate and apply parameters; the type of each default is the type a value must have."""
+        """Validate and apply parameters; the type of each default is the type a value must have.
+
+        All or nothing: if any value is refused, the parameters stay as they were.
+        """
+        before = dict(self.params)
+        try:
+            self._apply_params(params)
+        except StrategyParamError:
+            self.params = before
+            self.validate_params()
+            raise
+
+    def _apply_params(self, params: Mapping[str, Any]) -> None:
         for key, value in params.items():
             if key not in self.defaults:
                 raise StrategyParamError(f"{type(self).__name__}: unknown parameter {key!r}; known: {sorted(self.defaults)}")
@@ -85,6 +136,8 @@ class Strategy:
 
     # -- called by the host -----------------------------------------------------------------------
     def handle_book(self, update: BookUpdate) -> list[OrderIntent]:
+        if update.symbol not in self.books and update.symbol not in self.lot_sizes:
+            self._infer_lot(update)  # from the first book of each symbol: cheap, and enough for a power-of-ten lot
         self.books[update.symbol] = update
         if not update.tradeable:
             return []
@@ -116,11 +169,14 @@ class Strategy:
 
     def limit(self, symbol: str, side: Side, qty: float, price: float, tag: str = "",
               tif: TimeInForce = TimeInForce.GTC) -> OrderIntent:
-        return OrderIntent(strategy=self.name, venue=self.venues[symbol], symbol=symbol, side=side, qty=qty,
-                           order_type=OrderType.LIMIT, price=price, tif=tif, tag=tag, created_ts_ns=now_ns())
+        """A limit order intent; `qty` is rounded down onto the symbol's lot (see `round_qty`)."""
+        return OrderIntent(strategy=self.name, venue=self.venues[symbol], symbol=symbol, side=side,
+                           qty=self.round_qty(symbol, qty), order_type=OrderType.LIMIT, price=price, tif=tif, tag=tag,
+                           created_ts_ns=now_ns())
 
     def market(self, symbol: str, side: Side, qty: float, tag: str = "") -> OrderIntent:
-        return OrderIntent(strategy=self.name, venue=self.venues[symbol], symbol=symbol, side=side, qty=qty,
+        return OrderIntent(strategy=self.name, venue=self.venues[symbol], symbol=symbol, side=side,
+                           qty=self.round_qty(symbol, qty),
                            order_type=OrderType.MARKET, tif=TimeInForce.IOC, tag=tag, created_ts_ns=now_ns())
 
     def cancel(self, client_order_id: str) -> OrderIntent:

@@ -3,7 +3,7 @@
 Signal. `weighted_imbalance` compares resting size on the two sides over the top `levels` levels,
 each level weighted `decay**distance` from the touch, because size near the touch is what the next
 trades will eat. The direction (+1 bid-heavy, -1 ask-heavy, 0 inside +-`threshold`) must hold for
-`persistence` consecutive updates, so one flickering snapshot does not trade.
+`persistence` (at least 3) consecutive updates, so one flickering snapshot does not trade.
 
 Confirmation. The mid change over the last `momentum_window` updates must not oppose the signal.
 A flat mid is accepted when `allow_flat_momentum` is true (the default): on a two-tick book the
@@ -23,6 +23,7 @@ in flight sends nothing else, so there is never more than one working order per 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -30,7 +31,15 @@ from typing import Any, ClassVar
 
 from cluster.messages import BookUpdate, IntentAction, Level, OrderIntent, RiskDecision, Side, TimeInForce
 from strategies.base import Strategy, StrategyParamError
-from strategies.market_maker import BPS, realized_vol_bps, update_ts
+from strategies.market_maker import BPS, realized_vol_bps
+
+MIN_PERSISTENCE = 3  # the issue's rule: a signal only after at least 3 updates in the same direction
+
+
+@functools.lru_cache(maxsize=64)
+def level_weights(levels: int, decay: float) -> tuple[float, ...]:
+    """decay**i for i in 0..levels-1: the weight of the level i steps from the touch."""
+    return tuple(decay**i for i in range(levels))
 
 
 def weighted_imbalance(bids: Sequence[Level], asks: Sequence[Level], levels: int, decay: float) -> float:
@@ -38,8 +47,13 @@ def weighted_imbalance(bids: Sequence[Level], asks: Sequence[Level], levels: int
 
     Positive means more size to buy than to sell near the touch; 0 for an empty book.
     """
-    b = sum(qty * decay**i for i, (_, qty) in enumerate(bids[:levels]))
-    a = sum(qty * decay**i for i, (_, qty) in enumerate(asks[:levels]))
+    w = level_weights(levels, decay)
+    b = 0.0
+    for (_, qty), wi in zip(bids, w):  # noqa: B905 - the shorter of book and weights decides
+        b += qty * wi
+    a = 0.0
+    for (_, qty), wi in zip(asks, w):  # noqa: B905
+        a += qty * wi
     total = a + b
     return (b - a) / total if total > 0 else 0.0
 
@@ -79,7 +93,7 @@ class OrderBookImbalance(Strategy):
 
     def validate_params(self) -> None:
         p = self.params
-        for key, low in (("levels", 1), ("persistence", 1), ("momentum_window", 1), ("vol_window", 2),
+        for key, low in (("levels", 1), ("persistence", MIN_PERSISTENCE), ("momentum_window", 1), ("vol_window", 2),
                          ("hold_updates", 1), ("reject_backoff_updates", 0)):
             if not isinstance(p[key], int) or p[key] < low:
                 raise StrategyParamError(f"OrderBookImbalance: {key} must be an integer >= {low}, got {p[key]!r}")
@@ -115,24 +129,30 @@ class OrderBookImbalance(Strategy):
     # -- signal -----------------------------------------------------------------------------------
     def on_book(self, update: BookUpdate) -> list[OrderIntent]:
         sym = update.symbol
-        mid, best_bid, best_ask = update.mid, update.best_bid, update.best_ask
-        if mid is None or best_bid is None or best_ask is None or mid <= 0:
+        bids, asks = update.bids, update.asks
+        if not bids or not asks:
+            return []
+        best_bid, best_ask = bids[0][0], asks[0][0]
+        mid = (best_bid + best_ask) / 2.0
+        if mid <= 0:
             return []
         p = self.params
         self.updates[sym] = n = self.updates.get(sym, 0) + 1
-        size = max(p["vol_window"], p["momentum_window"] + 1)
-        mids = self.mids.setdefault(sym, deque(maxlen=size))
-        times = self.times.setdefault(sym, deque(maxlen=size))
+        mids = self.mids.get(sym)
+        if mids is None:
+            size = max(p["vol_window"], p["momentum_window"] + 1)
+            mids = self.mids[sym] = deque(maxlen=size)
+            self.times[sym] = deque(maxlen=size)
         mids.append(mid)
-        times.append(update_ts(update))
+        self.times[sym].append(update.exchange_ts_ns or update.receive_ts_ns)
 
-        imb = weighted_imbalance(update.bids, update.asks, p["levels"], p["decay"])
+        imb = weighted_imbalance(bids, asks, p["levels"], p["decay"])
         self.last_imbalance[sym] = imb
         d = 1 if imb > p["threshold"] else -1 if imb < -p["threshold"] else 0
         self.streak[sym] = (self.streak.get(sym, 0) + 1 if d == self.direction.get(sym) else 1) if d else 0
         self.direction[sym] = d
 
-        if self.working_orders(sym):
+        if self.working and self.working_orders(sym):
             return []  # an IOC is in flight: its report decides what comes next
         pos = self.positions.get(sym, 0.0)
         if abs(pos) > 1e-12:
@@ -148,10 +168,10 @@ class OrderBookImbalance(Strategy):
         if (best_ask - best_bid) / mid * BPS > p["max_spread_bps"]:
             return []
         vol_mids = list(mids)[-p["vol_window"]:]
-        vol = realized_vol_bps(vol_mids, list(times)[-len(vol_mids):])
+        vol = realized_vol_bps(vol_mids, list(self.times[sym])[-len(vol_mids):])
         if vol > p["max_vol_bps"]:
             return []
-        qty = self.entry_qty(mid, vol)
+        qty = self.round_qty(sym, self.entry_qty(mid, vol))
         if qty <= 0:
             return []
         self.streak[sym] = 0

@@ -227,7 +227,9 @@ class MarketMaker(Strategy):
             return []
         bid, ask = q
         pos = self.positions.get(sym, 0.0)
-        qty = self.order_qty(mid)
+        qty = self.round_qty(sym, self.order_qty(mid))
+        if qty <= 0:
+            return []
         limit = self.max_position(mid)
         eps = 1e-9 * max(qty, 1.0)
         want_bid = bid if bid > 0 and pos + qty <= limit + eps else None

@@ -45,5 +45,5 @@ def ray_session(_ray_shutdown_at_end: None) -> None:
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, namespace="rsc-tests", logging_level="WARNING",
+        ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="rsc-tests", logging_level="WARNING",
                  configure_logging=True)

@@ -51,6 +51,7 @@ def test_symbols_sharded_pinned_and_moved_off_a_lost_node(three_nodes, redis_url
     data["strategies"] = [{"name": f"mm_{s['symbol'].lower()}", "type": "market_maker", "symbols": [s["symbol"]],
                            "params": {"order_qty_notional": 1000.0, "max_position_notional": 5000.0}}
                           for s in data["symbols"]]
+    data["risk"]["strategies"] = {s["name"]: {"max_orders_per_min": 1200} for s in data["strategies"]}
     cfg = parse_config(data)
     ray.init(address=c.address, namespace="rsc-multi", logging_level="WARNING")
     run = ClusterRun(cfg)

@@ -14,6 +14,7 @@ from cluster.messages import (
     OrderIntent,
     OrderStatus,
     OrderType,
+    Position,
     RejectReason,
     Side,
 )
@@ -41,7 +42,7 @@ def approve(eng: RiskEngine, i: OrderIntent, coid: str) -> Order:
     assert d.approved, d
     o = Order(client_order_id=coid, strategy=i.strategy, venue=i.venue, symbol=i.symbol, side=i.side, qty=i.qty,
               order_type=i.order_type, price=i.price)
-    eng.reserve(o)
+    eng.reserve(o, NOW)
     return o
 
 
@@ -90,13 +91,13 @@ def test_position_limit_counts_working_orders():
     d = eng.check(intent(qty=2), NOW)  # 2 working + 2 = 4 > 3
     assert d.reason is RejectReason.POSITION_LIMIT and d.values["worst_case"] == 4
     assert eng.check(intent(qty=1), NOW).approved
-    assert eng.check(intent(side=Side.SELL, qty=3), NOW).approved  # sells are checked on their own side
+    # Sells are checked on their own side (priced above the resting buy: not a self-trade).
+    assert eng.check(intent(side=Side.SELL, qty=3, price=101), NOW).approved
 
 
 def test_reducing_order_allowed_over_limit():
     eng = engine(max_position_qty=1)
-    eng.positions[("s1", "BTCUSDT")] = 5.0
-    eng.net["BTCUSDT"] = 5.0
+    eng.load([Position(strategy="s1", venue="paper", symbol="BTCUSDT", qty=5.0)], [])
     assert eng.check(intent(qty=1), NOW).reason is RejectReason.POSITION_LIMIT
     assert eng.check(intent(side=Side.SELL, qty=2), NOW).approved
 
@@ -157,8 +158,6 @@ def test_cancel_only_for_own_working_order():
 
 def test_load_rebuilds_positions_and_reservations():
     eng = engine(max_position_qty=3)
-    from cluster.messages import Position
-
     o = Order(client_order_id="a", strategy="s1", venue="paper", symbol="BTCUSDT", side=Side.BUY, qty=2,
               order_type=OrderType.LIMIT, price=100.0, status=OrderStatus.NEW)
     eng.load([Position(strategy="s1", venue="paper", symbol="BTCUSDT", qty=1.0)], [o], {"paper:t9"})

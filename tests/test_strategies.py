@@ -476,7 +476,7 @@ def test_imbalance_backs_off_after_rejection():
 
 def test_registry_and_create_strategy():
     assert STRATEGY_TYPES["market_maker"] is MarketMaker and STRATEGY_TYPES["imbalance"] is OrderBookImbalance
-    assert sorted(STRATEGY_TYPES) == ["imbalance", "market_maker"]
+    assert sorted(STRATEGY_TYPES) == ["ema_grid", "imbalance", "market_maker", "pairs"]
     s = create_strategy("imbalance", "obi", [SYM], VENUES, {"threshold": 0.5})
     assert isinstance(s, OrderBookImbalance) and s.params["threshold"] == 0.5
     with pytest.raises(ValueError, match=r"'nope'.*imbalance.*market_maker"):
@@ -507,3 +507,34 @@ def test_param_relations_validated():
     s.handle_book(book(99.98, 100.02, seq=1))
     s.set_params({"sigma_window": 10})
     assert s.mids[SYM].maxlen == 10
+
+
+def test_a_refused_live_change_leaves_every_parameter_as_it_was():
+    s = OrderBookImbalance("s", [SYM], VENUES, {"threshold": 0.3})
+    with pytest.raises(StrategyParamError, match="decay"):
+        s.set_params({"threshold": 0.5, "decay": 2.0})
+    assert s.params["threshold"] == 0.3 and s.params["decay"] == 0.5
+
+
+def test_imbalance_persistence_is_at_least_three_updates():
+    with pytest.raises(StrategyParamError, match="persistence"):
+        OrderBookImbalance("s", [SYM], VENUES, {"persistence": 2})
+    assert OrderBookImbalance("s", [SYM], VENUES, {"persistence": 3}).params["persistence"] == 3
+
+
+def test_quantities_are_rounded_down_onto_the_lot():
+    s = OrderBookImbalance("s", [SYM], VENUES, {"order_qty_notional": 500.0, "max_position_notional": 5000.0})
+    s.set_instruments({SYM: 0.01})
+    assert s.round_qty(SYM, 3.3399999) == 3.33 and s.round_qty(SYM, 3.34) == 3.34
+    assert s.limit(SYM, Side.BUY, 3.338, 150.0).qty == 3.33
+    # Unknown lot: inferred from the first book's quantities (most decimals seen), whole numbers say nothing.
+    t = OrderBookImbalance("t", [SYM], VENUES)
+    t.handle_book(book(100.0, 100.02, bid_qty=[1.25, 0.5, 2.0], ask_qty=[1.0, 3.125, 1.0], seq=1))
+    assert t.lot_size(SYM) == 0.001 and t.round_qty(SYM, 0.12345) == 0.123
+    u = OrderBookImbalance("u", [SYM], VENUES)
+    u.handle_book(book(100.0, 100.02, seq=1))
+    assert u.lot_size(SYM) == 0.0 and u.round_qty(SYM, 0.12345) == 0.12345
+    # Entries are sized on the lot: 500 / 150.015 = 3.3330 -> 3.33.
+    h = Host(s)
+    (entry,) = [h.book(book(150.0 + k * 0.01, 150.03 + k * 0.01, seq=k, **BID_HEAVY)) for k in range(1, 4)][2]
+    assert entry.qty == 3.33

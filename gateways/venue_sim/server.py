@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import importlib.util
 from collections.abc import Callable
 
 from aiohttp import web
@@ -13,15 +15,29 @@ from gateways.venue_sim.exchange import SimExchange
 EXCHANGE_KEY = web.AppKey("exchange", SimExchange)
 
 # Each protocol module exposes `register(app: web.Application, exchange: SimExchange) -> None`.
-ROUTE_MODULES: list[str] = []
+# Modules listed here that are not installed (yet) are skipped, so order-entry modules can be
+# listed before they exist.
+ROUTE_MODULES: list[str] = [
+    "gateways.venue_sim.binance_market",
+    "gateways.venue_sim.alpaca_market",
+    "gateways.venue_sim.binance_trading",
+    "gateways.venue_sim.alpaca_trading",
+]
+
+
+def _present(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def create_app(exchange: SimExchange, modules: list[str] | None = None) -> web.Application:
-    import importlib
-
+    """The application with the routes of `modules` (default: every present module of `ROUTE_MODULES`)."""
     app = web.Application()
     app[EXCHANGE_KEY] = exchange
-    for name in ROUTE_MODULES if modules is None else modules:
+    names = [m for m in ROUTE_MODULES if _present(m)] if modules is None else modules
+    for name in names:
         register: Callable[[web.Application, SimExchange], None] = importlib.import_module(name).register
         register(app, exchange)
 
@@ -35,3 +51,14 @@ def create_app(exchange: SimExchange, modules: list[str] | None = None) -> web.A
 
     app.cleanup_ctx.append(ticking)
     return app
+
+
+async def start_server(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
+    """Serve `app` on a real TCP socket; returns the runner (call `cleanup()` to stop) and the bound port."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    assert server is not None and server.sockets
+    return runner, server.sockets[0].getsockname()[1]

@@ -1,0 +1,1 @@
+"""Alpaca: trading (REST v2 orders, trade_updates stream) and market data."""

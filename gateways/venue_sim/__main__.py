@@ -1,0 +1,74 @@
+"""`python -m gateways.venue_sim --config configs/paper.yaml --port 0`: run the venue simulator.
+
+Prints one JSON line when it listens (`{"event": "listening", "port": ..., ...}`), then serves
+until SIGINT/SIGTERM. Fault flags inject drops, duplicates, reordering, delays, disconnects and
+REST 429/5xx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+
+from gateways.venue_sim.exchange import FaultPlan, SimExchange
+from gateways.venue_sim.server import create_app, start_server
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gateways.venue_sim", description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="configs/paper.yaml", help="cluster config: symbols and market.* keys")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 = any free port (reported on stdout)")
+    g = p.add_argument_group("faults (probabilities per message / request)")
+    for name in ("drop", "duplicate", "reorder", "delay", "rest-429", "rest-5xx"):
+        g.add_argument(f"--{name}", type=float, default=0.0)
+    g.add_argument("--delay-ms", type=float, default=0.0)
+    g.add_argument("--disconnect-after", type=int, default=0, help="close each WebSocket after N messages")
+    g.add_argument("--fault-seed", type=int, default=0)
+    g.add_argument("--ping-interval", type=float, default=20.0, help="server ping interval, seconds")
+    return p
+
+
+def faults_from_args(args: argparse.Namespace) -> FaultPlan:
+    return FaultPlan(drop=args.drop, duplicate=args.duplicate, reorder=args.reorder, delay=args.delay,
+                     delay_ms=args.delay_ms, disconnect_after=args.disconnect_after, rest_429=args.rest_429,
+                     rest_5xx=args.rest_5xx, seed=args.fault_seed)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    from cluster.config import load_config
+
+    cfg = load_config(args.config)
+    exchange = SimExchange(cfg.symbols, cfg.market, faults_from_args(args))
+    exchange.ping_interval_s = args.ping_interval
+    runner, port = await start_server(create_app(exchange), args.host, args.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(json.dumps({"event": "listening", "host": args.host, "port": port,
+                      "rest_url": f"http://{args.host}:{port}", "ws_url": f"ws://{args.host}:{port}",
+                      "symbols": list(exchange.symbols)}), flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s venue_sim: %(message)s")
+    try:
+        return asyncio.run(serve(args))
+    except (ValueError, OSError) as exc:  # ConfigError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

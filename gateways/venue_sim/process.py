@@ -1,0 +1,79 @@
+"""Start and stop the venue simulator as a child process (what `make run` does for `market.source: simulator`)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+
+class SimulatorStartError(RuntimeError):
+    """The simulator process did not come up; the message names its log file."""
+
+
+class SimulatorProcess:
+    """`python -m gateways.venue_sim` on a free port, its config written beside its log in `run_dir`."""
+
+    def __init__(self, cfg: Any, run_dir: Path, extra_args: list[str] | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen | None = None
+        self.info: dict[str, Any] = {}
+        self.log_path = self.run_dir / "venue_sim.log"
+
+    @property
+    def http_url(self) -> str:
+        return self.info.get("rest_url", "")
+
+    @property
+    def ws_url(self) -> str:
+        return self.info.get("ws_url", "")
+
+    def start(self, timeout_s: float = 30.0) -> SimulatorProcess:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cfg_path = self.run_dir / "venue_sim_config.json"
+        cfg_path.write_bytes(msgspec.json.encode(self.cfg))
+        repo = Path(__file__).resolve().parents[2]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH", ""))
+                                                           if p)}
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateways.venue_sim", "--config", str(cfg_path), "--port", "0", *self.extra_args],
+            stdout=subprocess.PIPE, stderr=log, cwd=str(repo), env=env)
+        log.close()
+        line: list[bytes] = []
+        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(timeout_s)
+        if not line or not line[0]:
+            self.stop()
+            raise SimulatorStartError(f"the venue simulator did not start within {timeout_s:.0f} s; see {self.log_path}")
+        try:
+            self.info = json.loads(line[0])
+        except ValueError:
+            self.stop()
+            raise SimulatorStartError(f"the venue simulator said {line[0][:200]!r}; see {self.log_path}") from None
+        return self
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        self.proc = None
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        with contextlib.suppress(Exception):
+            proc.stdout.close()  # type: ignore[union-attr]

@@ -1,0 +1,118 @@
+"""Positions and open-order quantity per bucket and symbol, with worst-case exposure kept incrementally.
+
+Buckets: the whole cluster (`*`), each venue (`venue:<v>`) and each strategy (`strategy:<s>`).
+Per bucket and symbol an `Entry` holds the position and the open buy and sell quantity
+of working orders; the worst case long is `pos + buys`, short `pos - sells`. Each bucket
+keeps three sums of their notional at the latest price, updated by the difference when one
+entry changes, so a gross/net exposure check is O(1) whatever the number of symbols:
+
+    long  = sum (pos + buys) * price      net exposure if every buy fills
+    short = sum (pos - sells) * price     net exposure if every sell fills
+    gross = sum max(|pos + buys|, |pos - sells|) * price
+"""
+
+from __future__ import annotations
+
+from cluster.messages import Side
+
+CLUSTER = "*"
+
+
+class Entry:
+    __slots__ = ("pos", "buys", "sells", "gross", "long", "short")
+
+    def __init__(self) -> None:
+        self.pos = self.buys = self.sells = 0.0
+        self.gross = self.long = self.short = 0.0
+
+
+class Bucket:
+    __slots__ = ("entries", "gross", "long", "short")
+
+    def __init__(self) -> None:
+        self.entries: dict[str, Entry] = {}
+        self.gross = self.long = self.short = 0.0
+
+    def touch(self, e: Entry, price: float) -> None:
+        lg = (e.pos + e.buys) * price
+        sh = (e.pos - e.sells) * price
+        gr = abs(lg) if abs(lg) > abs(sh) else abs(sh)
+        self.gross += gr - e.gross
+        self.long += lg - e.long
+        self.short += sh - e.short
+        e.gross, e.long, e.short = gr, lg, sh
+
+    def resum(self) -> None:
+        """Re-add from the entries (clears rounding drift after a price change)."""
+        self.gross = sum(e.gross for e in self.entries.values())
+        self.long = sum(e.long for e in self.entries.values())
+        self.short = sum(e.short for e in self.entries.values())
+
+
+class ExposureBook:
+    def __init__(self) -> None:
+        self.buckets: dict[str, Bucket] = {CLUSTER: Bucket()}
+        self.prices: dict[str, float] = {}
+        self.by_symbol: dict[str, list[tuple[Bucket, Entry]]] = {}
+        self._triples: dict[tuple[str, str, str], list[tuple[Bucket, Entry]]] = {}
+
+    def bucket(self, key: str) -> Bucket:
+        b = self.buckets.get(key)
+        if b is None:
+            b = self.buckets[key] = Bucket()
+        return b
+
+    def entry(self, key: str, symbol: str) -> Entry:
+        b = self.bucket(key)
+        e = b.entries.get(symbol)
+        if e is None:
+            e = b.entries[symbol] = Entry()
+            self.by_symbol.setdefault(symbol, []).append((b, e))
+        return e
+
+    def peek(self, key: str, symbol: str) -> Entry | None:
+        b = self.buckets.get(key)
+        return None if b is None else b.entries.get(symbol)
+
+    def _entries(self, strategy: str, venue: str, symbol: str) -> list[tuple[Bucket, Entry]]:
+        """The (bucket, entry) pairs one (strategy, venue, symbol) moves: cluster, venue, strategy (cached)."""
+        key = (strategy, venue, symbol)
+        out = self._triples.get(key)
+        if out is None:
+            out = self._triples[key] = [(self.bucket(k), self.entry(k, symbol))
+                                        for k in (CLUSTER, f"venue:{venue}", f"strategy:{strategy}")]
+        return out
+
+    def add_position(self, strategy: str, venue: str, symbol: str, signed_qty: float) -> None:
+        price = self.prices.get(symbol, 0.0)
+        for b, e in self._entries(strategy, venue, symbol):
+            e.pos += signed_qty
+            b.touch(e, price)
+
+    def add_open(self, strategy: str, venue: str, symbol: str, side: Side, qty: float) -> None:
+        """Add (or with a negative qty, remove) open quantity of working orders."""
+        price = self.prices.get(symbol, 0.0)
+        buy = side is Side.BUY
+        for b, e in self._entries(strategy, venue, symbol):
+            if buy:
+                e.buys = e.buys + qty if e.buys + qty > 0.0 else 0.0
+            else:
+                e.sells = e.sells + qty if e.sells + qty > 0.0 else 0.0
+            b.touch(e, price)
+
+    def set_price(self, symbol: str, price: float) -> None:
+        if self.prices.get(symbol) == price:
+            return
+        self.prices[symbol] = price
+        touched = set()
+        for b, e in self.by_symbol.get(symbol, ()):
+            b.touch(e, price)
+            touched.add(id(b))
+        for b in self.buckets.values():
+            if id(b) in touched:
+                b.resum()
+
+    def clear(self) -> None:
+        prices = self.prices
+        self.__init__()  # type: ignore[misc]
+        self.prices = prices

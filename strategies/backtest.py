@@ -1,0 +1,409 @@
+"""The backtest engine: the cluster's order path in one event loop, no Ray, no wall clock.
+
+    book / trade event -> strategy (the same class the cluster hosts) -> intents
+      -> RiskEngine check (optional; the same engine the risk actor runs)
+      -> PaperVenue (the same fill model the paper gateway runs), after the venue's latency
+      -> execution reports -> risk, Portfolio, the strategy's `handle_report`
+
+Time is the events' `ts_ns`; an order sent at t reaches the venue at the first event at or after
+t + `latency_ms` and trades against the book the venue holds then. Everything is deterministic: the
+same events and config give the same fills (client order ids are a counter, trade ids the venue's).
+
+Results are polars DataFrames: `fills`, `decisions` (every intent and the risk answer) and `equity`
+(long format: one row per strategy and "ALL" each `equity_interval_s` of event time). Conventions:
+equity = realized P&L - fees + unrealized P&L at the latest mid (quote currency, no capital base);
+Sharpe = mean / std (ddof 1) of the equity increments per interval, times sqrt(seconds per 365-day
+year / interval), risk-free rate 0; max drawdown = the largest fall of equity from its running peak
+(starting at 0), in quote currency.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import polars as pl
+
+from cluster.config import ClusterConfig
+from cluster.messages import (
+    BookUpdate,
+    ExecutionReport,
+    IntentAction,
+    Order,
+    OrderIntent,
+    RejectReason,
+    RiskDecision,
+    Trade,
+)
+from cluster.portfolio import Portfolio
+from gateways.paper import PaperVenue
+from risk.engine import RiskEngine
+from strategies import create_strategy
+from strategies.base import Strategy
+
+SECONDS_PER_YEAR = 365.0 * 24.0 * 3600.0
+ALL = "ALL"
+
+
+def sharpe_ratio(equity: list[float], interval_s: float) -> float:
+    """Annualized Sharpe of equity increments per `interval_s` (see the module docstring); 0 if undefined."""
+    if len(equity) < 3:
+        return 0.0
+    inc = [b - a for a, b in zip(equity, equity[1:], strict=False)]
+    mean = sum(inc) / len(inc)
+    var = sum((x - mean) ** 2 for x in inc) / (len(inc) - 1)
+    if var <= 0:
+        return 0.0
+    return mean / math.sqrt(var) * math.sqrt(SECONDS_PER_YEAR / interval_s)
+
+
+def max_drawdown(equity: list[float]) -> float:
+    """Largest drop from a running peak (the peak starts at 0), >= 0."""
+    peak = 0.0
+    worst = 0.0
+    for e in equity:
+        peak = max(peak, e)
+        worst = max(worst, peak - e)
+    return worst
+
+
+@dataclass
+class BacktestResult:
+    fills: pl.DataFrame
+    decisions: pl.DataFrame
+    equity: pl.DataFrame
+    summary: dict[str, Any]
+
+    def write(self, folder: str | Path) -> Path:
+        """fills.parquet, decisions.parquet, equity.parquet and summary.json in `folder` (created)."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        self.fills.write_parquet(out / "fills.parquet")
+        self.decisions.write_parquet(out / "decisions.parquet")
+        self.equity.write_parquet(out / "equity.parquet")
+        (out / "summary.json").write_text(json.dumps(self.summary, indent=2, sort_keys=True))
+        return out
+
+
+@dataclass
+class _Pending:
+    due_ns: int
+    n: int
+    order: Order | None = None
+    cancel_coid: str = ""
+    venue: str = ""
+
+    def __lt__(self, other: _Pending) -> bool:
+        return (self.due_ns, self.n) < (other.due_ns, other.n)
+
+
+@dataclass
+class BacktestEngine:
+    """One backtest over the strategies of `cfg` (or those given); call `run(events)` once."""
+
+    cfg: ClusterConfig
+    strategies: list[Strategy] = field(default_factory=list)
+    use_risk: bool = True
+    latency_ms: float | None = None  # None: each venue's configured latency
+    equity_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        cfg = self.cfg
+        if not self.strategies:
+            self.strategies = strategies_from_config(cfg)
+        self.by_name = {s.name: s for s in self.strategies}
+        self.by_symbol: dict[str, list[Strategy]] = {}
+        for s in self.strategies:
+            for sym in s.symbols:
+                self.by_symbol.setdefault(sym, []).append(s)
+        self.venues = {name: PaperVenue(v.maker_fee_bps, v.taker_fee_bps, trade_id_prefix=f"{name}-bt")
+                       for name, v in cfg.venues.items()}
+        self.latency_ns = {name: int((v.latency_ms if self.latency_ms is None else self.latency_ms) * 1e6)
+                           for name, v in cfg.venues.items()}
+        self.risk = RiskEngine(cfg.risk, cfg.symbols, list(cfg.venues)) if self.use_risk else None
+        self.portfolio = Portfolio()
+        self.timers = {s.name: st.timer_interval_ms * 1e6 for st in cfg.strategies for s in self.strategies
+                       if st.name == s.name and st.timer_interval_ms > 0}
+        self.next_timer: dict[str, float] = {}
+        self.owner: dict[str, Strategy] = {}
+        self.open: set[str] = set()
+        # Resting orders by symbol, and the books the venue has not been shown yet (see _hold_book).
+        self.resting: dict[str, set[str]] = {}
+        self.held: dict[str, tuple[BookUpdate, BookUpdate | None]] = {}
+        self.shown_seq: dict[str, int] = {}
+        self.marks: dict[str, tuple[float, int]] = {}  # symbol -> (mid, ts) of the latest good book
+        self.pending: list[_Pending] = []
+        self.n_orders = 0
+        self.n_pending = 0
+        self.now = 0
+        self.events = {"books": 0, "trades": 0}
+        self._fills: list[tuple] = []
+        self._decisions: list[tuple] = []
+        self._equity: list[tuple] = []
+        self._interval_ns = int(self.equity_interval_s * 1e9)
+        self._next_sample: int | None = None
+        self._first_ts = 0
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, events: Iterable[BookUpdate | Trade]) -> BacktestResult:
+        by_symbol = self.by_symbol
+        venues = self.venues
+        marks = self.marks
+        resting = self.resting
+        pending = self.pending
+        books = trades = 0
+        for ev in events:
+            ts = ev.receive_ts_ns or ev.exchange_ts_ns
+            self.now = ts
+            if self._next_sample is None:
+                self._first_ts = ts
+                self._next_sample = ts + self._interval_ns
+            elif ts >= self._next_sample:
+                self._sample(self._next_sample)
+                self._next_sample += self._interval_ns * ((ts - self._next_sample) // self._interval_ns + 1)
+            if pending and pending[0].due_ns <= ts:
+                self._release(ts)
+            sym = ev.symbol
+            subs = by_symbol.get(sym)
+            if type(ev) is BookUpdate:
+                books += 1
+                if ev.bids and ev.asks and not ev.crossed and not ev.stale:
+                    marks[sym] = ((ev.bids[0][0] + ev.asks[0][0]) / 2.0, ts)
+                if ev.venue in venues:
+                    if resting.get(sym):
+                        self._deliver_book(ev)
+                    else:
+                        self._hold_book(ev)
+                if subs:
+                    for s in subs:
+                        intents = s.handle_book(ev)
+                        if intents:
+                            self._submit(s, intents)
+            else:
+                trades += 1
+                if subs:
+                    for s in subs:
+                        intents = s.on_trade(ev)
+                        if intents:
+                            self._submit(s, intents)
+            if self.timers:
+                self._timers(ts)
+        self.events = {"books": books, "trades": trades}
+        if self._next_sample is not None and self.now > self._next_sample - self._interval_ns:
+            self._sample(self.now)  # the end, unless a regular sample was taken at this very time
+        return self._result()
+
+    def _timers(self, ts: int) -> None:
+        for name, interval in self.timers.items():
+            due = self.next_timer.setdefault(name, ts + interval)
+            if ts >= due:
+                self.next_timer[name] = ts + interval
+                s = self.by_name[name]
+                intents = s.on_timer(ts)
+                if intents:
+                    self._submit(s, intents)
+
+    # -- the venue's view of the books --------------------------------------------------------------
+    # PaperVenue.on_book matches the symbol's resting orders and otherwise only stores the book (and
+    # frees the liquidity taken from the previous seq). With nothing resting on a symbol, the engine
+    # therefore shows the venue only the latest book, just before an order needs it: the same state,
+    # for a fraction of the calls. If the seq went away and came back meanwhile, the book in between
+    # is shown first, so the venue frees the used liquidity exactly as it would have.
+    def _hold_book(self, book: BookUpdate) -> None:
+        prev = self.held.get(book.symbol)
+        between = None
+        if prev is not None:
+            latest, between = prev
+            if latest.seq != self.shown_seq.get(book.symbol):
+                between = latest
+        self.held[book.symbol] = (book, between)
+
+    def _deliver_book(self, book: BookUpdate) -> None:
+        self._flush_book(book.symbol)
+        self._show(book)
+
+    def _flush_book(self, symbol: str) -> None:
+        held = self.held.pop(symbol, None)
+        if held is None:
+            return
+        latest, between = held
+        if between is not None and latest.seq == self.shown_seq.get(symbol):
+            self._show(between)
+        self._show(latest)
+
+    def _show(self, book: BookUpdate) -> None:
+        self.shown_seq[book.symbol] = book.seq
+        reports = self.venues[book.venue].on_book(book)
+        if reports:
+            self._dispatch(reports)
+
+    def _sync_marks(self) -> None:
+        for sym, (mid, ts) in self.marks.items():
+            self.portfolio.set_mark(sym, mid)
+            if self.risk is not None:
+                self.risk.set_mark(sym, mid, ts)
+
+    # -- orders -----------------------------------------------------------------------------------
+    def _submit(self, strategy: Strategy, intents: list[OrderIntent]) -> None:
+        for intent in intents:
+            ts = self.now
+            decision = self._check(intent, ts)
+            order: Order | None = None
+            if decision.approved and intent.action is IntentAction.NEW:
+                self.n_orders += 1
+                coid = f"bt-{self.n_orders}"
+                order = Order(client_order_id=coid, strategy=intent.strategy, venue=intent.venue, symbol=intent.symbol,
+                              side=intent.side, qty=intent.qty, order_type=intent.order_type, price=intent.price,
+                              tif=intent.tif, created_ts_ns=ts)
+                if self.risk is not None:
+                    self.risk.reserve(order)
+                self.owner[coid] = strategy
+                self.open.add(coid)
+                decision = msgspec.structs.replace(decision, client_order_id=coid)
+            elif decision.approved:
+                decision = msgspec.structs.replace(decision, client_order_id=intent.target_client_order_id)
+            self._decisions.append((ts, intent.strategy, intent.symbol, intent.action.value, intent.side.value,
+                                    intent.qty, intent.price, intent.tif.value, decision.approved,
+                                    decision.reason.value, decision.client_order_id or "", intent.tag))
+            strategy.handle_decision(decision, intent)
+            if not decision.approved:
+                continue
+            self.n_pending += 1
+            p = _Pending(ts + self.latency_ns[intent.venue], self.n_pending, order=order, venue=intent.venue,
+                         cancel_coid="" if order is not None else intent.target_client_order_id or "")
+            if p.due_ns <= ts:
+                self._execute(p)
+            else:
+                heapq.heappush(self.pending, p)
+
+    def _check(self, intent: OrderIntent, ts: int) -> RiskDecision:
+        if self.risk is not None:
+            mark = self.marks.get(intent.symbol)
+            if mark is not None:
+                self.risk.set_mark(intent.symbol, mark[0], mark[1])
+            return self.risk.check(intent, ts)
+        ok = intent.action is IntentAction.NEW or intent.target_client_order_id in self.open
+        return RiskDecision(approved=ok, reason=RejectReason.NONE if ok else RejectReason.UNKNOWN_ORDER,
+                            strategy=intent.strategy, venue=intent.venue, symbol=intent.symbol, action=intent.action,
+                            ts_ns=ts)
+
+    def _release(self, ts: int) -> None:
+        while self.pending and self.pending[0].due_ns <= ts:
+            self._execute(heapq.heappop(self.pending))
+
+    def _execute(self, p: _Pending) -> None:
+        venue = self.venues[p.venue]
+        if p.order is not None:
+            self._flush_book(p.order.symbol)
+            reports = venue.submit(p.order)
+            if reports and not reports[-1].status.is_terminal:
+                self.resting.setdefault(p.order.symbol, set()).add(p.order.client_order_id)
+            self._dispatch(reports)
+        elif p.cancel_coid in self.open:
+            self._dispatch(venue.cancel(p.cancel_coid))
+
+    def _dispatch(self, reports: list[ExecutionReport]) -> None:
+        for r in reports:
+            strategy = self.owner.get(r.client_order_id)
+            if strategy is None or not r.strategy:
+                continue  # a cancel that lost the race with a fill: the order's own report already went out
+            if self.risk is not None:
+                self.risk.on_report(r)
+            if r.fill is not None:
+                f = r.fill
+                self.portfolio.apply_fill(f)
+                self._fills.append((self.now, f.strategy, f.venue, f.symbol, f.side.value, f.price, f.qty, f.fee,
+                                    f.liquidity.value, f.client_order_id, f.trade_id))
+            if r.status.is_terminal:
+                self.open.discard(r.client_order_id)
+                resting = self.resting.get(r.symbol)
+                if resting:
+                    resting.discard(r.client_order_id)
+            intents = strategy.handle_report(r)
+            if intents:
+                self._submit(strategy, intents)
+
+    # -- results ----------------------------------------------------------------------------------
+    def _sample(self, ts: int) -> None:
+        self._sync_marks()
+        pf = self.portfolio
+        for name in [ALL, *self.by_name]:
+            positions = [p for p in pf.positions() if name == ALL or p.strategy == name]
+            realized = sum(p.realized_pnl for p in positions)
+            fees = sum(p.fees for p in positions)
+            unreal = sum(p.unrealized(pf.mark(p.symbol)) for p in positions)
+            gross = sum(abs(p.qty) * (pf.mark(p.symbol) or p.avg_price) for p in positions)
+            self._equity.append((ts, name, realized - fees + unreal, realized - fees, unreal, fees, gross))
+
+    def _result(self) -> BacktestResult:
+        fills = pl.DataFrame(self._fills, orient="row", schema={
+            "ts_ns": pl.Int64, "strategy": pl.String, "venue": pl.String, "symbol": pl.String, "side": pl.String,
+            "price": pl.Float64, "qty": pl.Float64, "fee": pl.Float64, "liquidity": pl.String,
+            "client_order_id": pl.String, "trade_id": pl.String})
+        decisions = pl.DataFrame(self._decisions, orient="row", schema={
+            "ts_ns": pl.Int64, "strategy": pl.String, "symbol": pl.String, "action": pl.String, "side": pl.String,
+            "qty": pl.Float64, "price": pl.Float64, "tif": pl.String, "approved": pl.Boolean, "reason": pl.String,
+            "client_order_id": pl.String, "tag": pl.String})
+        equity = pl.DataFrame(self._equity, orient="row", schema={
+            "ts_ns": pl.Int64, "strategy": pl.String, "equity": pl.Float64, "realized_net": pl.Float64,
+            "unrealized": pl.Float64, "fees": pl.Float64, "gross_notional": pl.Float64})
+        return BacktestResult(fills=fills, decisions=decisions, equity=equity, summary=self._summary(fills, equity))
+
+    def _summary(self, fills: pl.DataFrame, equity: pl.DataFrame) -> dict[str, Any]:
+        per: dict[str, Any] = {}
+        for name in [ALL, *self.by_name]:
+            curve = equity.filter(pl.col("strategy") == name)["equity"].to_list()
+            f = fills if name == ALL else fills.filter(pl.col("strategy") == name)
+            d = [row for row in self._decisions if name == ALL or row[1] == name]
+            last = equity.filter(pl.col("strategy") == name).tail(1)
+            per[name] = {
+                "pnl": round(curve[-1], 6) if curve else 0.0,
+                "realized_net": round(float(last["realized_net"][0]), 6) if last.height else 0.0,
+                "unrealized": round(float(last["unrealized"][0]), 6) if last.height else 0.0,
+                "fees": round(float(f["fee"].sum()), 6) if f.height else 0.0,
+                "sharpe": round(sharpe_ratio(curve, self.equity_interval_s), 4),
+                "max_drawdown": round(max_drawdown(curve), 6),
+                "trades": f.height,
+                "volume": round(float((f["price"] * f["qty"]).sum()), 6) if f.height else 0.0,
+                "orders": sum(1 for row in d if row[3] == "new" and row[8]),
+                "rejected": sum(1 for row in d if not row[8]),
+            }
+        duration = (self.now - self._first_ts) / 1e9 if self._next_sample is not None else 0.0
+        return {"events": dict(self.events), "duration_s": round(duration, 3),
+                "equity_interval_s": self.equity_interval_s, "strategies": per,
+                "positions": {f"{p.strategy}:{p.symbol}": p.qty for p in self.portfolio.positions()},
+                "open_orders": len(self.open)}
+
+
+def strategies_from_config(cfg: ClusterConfig, only: list[str] | None = None,
+                           overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[Strategy]:
+    """The config's strategies (or those named in `only`), with parameter overrides {name: {key: value}}."""
+    sym = cfg.symbol_map
+    names = {st.name for st in cfg.strategies}
+    for n in [*(only or []), *(overrides or {})]:
+        if n not in names:
+            raise ValueError(f"unknown strategy {n!r}; configured: {sorted(names)}")
+    out = []
+    for st in cfg.strategies:
+        if only and st.name not in only:
+            continue
+        params = {**st.params, **dict((overrides or {}).get(st.name, {}))}
+        s = create_strategy(st.type, st.name, st.symbols, {s: sym[s].venue for s in st.symbols}, params)
+        s.set_instruments({x: sym[x].lot_size for x in st.symbols})
+        out.append(s)
+    return out
+
+
+def strategy_symbols(strategies: list[Strategy]) -> list[str]:
+    seen: dict[str, None] = {}
+    for s in strategies:
+        for sym in s.symbols:
+            seen.setdefault(sym)
+    return list(seen)
+
