@@ -23,6 +23,7 @@ import ray
 from cluster.config import FeedSection, MarketSection, SymbolSection
 from cluster.conflation import SubscriberChannel
 from cluster.messages import BookUpdate, MarkPrice, Trade
+from dashboards.metrics import FeedMetrics
 from gateways.sim_feed import SimulatedFeed
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ class FeedActor:
         self.running = False
         self.loop_task: asyncio.Task | None = None
         self.delivery_errors = 0
+        self.metrics = FeedMetrics(name, venue)
 
     async def start(self, risk: Any = None) -> str:
         self.risk = risk
@@ -202,6 +204,7 @@ class FeedActor:
             try:
                 self.service.step(self.interval_s, time.time_ns())
                 self._dispatch()
+                self.metrics.update(self.service)
                 now = time.monotonic()
                 if self.risk is not None and now >= next_mark:
                     next_mark = now + self.mark_interval_s
@@ -226,6 +229,7 @@ class FeedActor:
             try:
                 self.service.pump(time.time_ns())
                 self._dispatch()
+                self.metrics.update(self.service)
                 now = time.monotonic()
                 if self.risk is not None and now >= next_mark:
                     next_mark = now + self.mark_interval_s
@@ -243,6 +247,7 @@ class FeedActor:
             if ch.in_flight is not None or not ch.has_pending or ch.handle is None:
                 continue
             d = ch.take()
+            self.metrics.conflation(ch.name, d.skipped)
             if self.transport == "object_store":
                 books: list[Any] = []
                 for b in d.books:
@@ -259,6 +264,7 @@ class FeedActor:
             await ch.handle.on_market.remote(books, trades, skipped)
         except Exception as exc:  # subscriber died or restarting: keep feeding the others
             self.delivery_errors += 1
+            self.metrics.delivery_error(ch.name)
             if self.delivery_errors <= 3 or self.delivery_errors % 100 == 0:
                 log.warning("%s: delivery to %s failed (%s); %d failures so far", self.name, ch.name,
                             type(exc).__name__, self.delivery_errors)

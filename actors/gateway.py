@@ -30,6 +30,7 @@ from cluster.config import VenueSection
 from cluster.messages import BookUpdate, ExecutionReport, Order, OrderStatus, Trade
 from cluster.portfolio import Portfolio
 from cluster.state_store import StateStore
+from dashboards.metrics import GatewayMetrics
 from gateways.order_state import (
     FILL_TOLERANCE,
     InvalidTransition,
@@ -434,6 +435,8 @@ class GatewayService:
 class GatewayActor:
     def __init__(self, venue_name: str, cfg: VenueSection, redis_url: str, cluster: str, risk_name: str = "risk"):
         self.name = f"gateway:{venue_name}"
+        self.metrics = GatewayMetrics(venue_name)
+        self.tick_to_order_ns: deque[int] = deque(maxlen=100_000)
         self.latency_s = cfg.latency_ms / 1000.0 if cfg.type == "paper" else 0.0
         self.service = GatewayService(venue_name, cfg, StateStore.from_url(redis_url, cluster, timeout_s=1.0),
                                       emit=self._notify)
@@ -452,6 +455,9 @@ class GatewayActor:
     async def submit(self, order: Order) -> bool:
         """Take an approved order: journaled before this returns, sent after the venue latency."""
         self.service.accept(order)
+        if order.trigger_ts_ns:
+            self.tick_to_order_ns.append(time.time_ns() - order.trigger_ts_ns)
+        self.metrics.on_order(order)
         self.service._spawn(self._send_later(order))
         return True
 
@@ -477,6 +483,7 @@ class GatewayActor:
     async def on_market(self, books: list[Any], trades: list[Trade], skipped: int) -> None:
         if books and isinstance(books[0], ray.ObjectRef):
             books = list(await asyncio.gather(*books))
+        self.metrics.on_books(books)
         for b in books:
             self.service.on_book(b)
 
@@ -490,6 +497,13 @@ class GatewayActor:
     def stats(self) -> dict[str, Any]:
         return {"counters": dict(self.service.counters), "open_orders": len(self.service.orders),
                 "backlog": len(self.service.backlog)}
+
+    def tick_to_order(self, clear: bool = False) -> list[int]:
+        """Nanoseconds from the market message reaching its feed to the approved order reaching this gateway."""
+        out = list(self.tick_to_order_ns)
+        if clear:
+            self.tick_to_order_ns.clear()
+        return out
 
     async def _send_later(self, order: Order) -> None:
         if not self.ready.done():
@@ -507,6 +521,7 @@ class GatewayActor:
         while True:
             await asyncio.sleep(0.5)
             self.service.flush()
+            self.metrics.state(self.service.portfolio.positions(), len(self.service.orders), len(self.service.backlog))
 
     def _notify_limit(self, status: LimitStatus) -> None:
         """Tell risk that a venue throttles or bans us (a risk without `on_venue_limit` ignores it)."""
@@ -519,6 +534,7 @@ class GatewayActor:
 
     def _notify(self, reports: list[ExecutionReport]) -> None:
         """Tell risk (reservations, positions) and the owning strategy; neither may block the gateway."""
+        self.metrics.on_reports(reports)
         for r in reports:
             try:
                 if self.risk is None:

@@ -42,6 +42,7 @@ from cluster.messages import (
     Side,
 )
 from cluster.state_store import StateStore
+from dashboards.metrics import RiskMetrics
 from risk.engine import GLOBAL, RiskEngine, RiskEvents
 from risk.limits import apply_overrides
 from risk.losses import STOP_TAG
@@ -274,6 +275,8 @@ class RiskActor:
         loop = asyncio.get_event_loop()
         self.kill_task = loop.create_task(self._watch_kill_switches())
         self.reconcile_task = loop.create_task(self._reconcile_all())
+        self.metrics = RiskMetrics()
+        self.venue_limits: dict[str, tuple[str, float]] = {}  # venue -> (state, until monotonic)
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
@@ -301,11 +304,37 @@ class RiskActor:
                 await asyncio.sleep(0.2)
 
     async def submit(self, intent: OrderIntent) -> RiskDecision:
-        decision, order = self.service.decide(intent)
+        t0 = time.perf_counter()
+        limited = self._venue_limited(intent)
+        if limited is not None:
+            decision, order = limited, None
+        else:
+            decision, order = self.service.decide(intent)
         if decision.approved:
             decision = await self._forward(intent, decision, order)
         self.service.audit(decision)
+        self.metrics.on_decision(decision, time.perf_counter() - t0)
         return decision
+
+    def on_venue_limit(self, venue: str, state: str, retry_after_s: float) -> None:
+        """A gateway reports the venue throttling (429) or banning (418) us: new orders wait it out here."""
+        if state in ("backoff", "banned") and retry_after_s > 0:
+            self.venue_limits[venue] = (state, time.monotonic() + retry_after_s)
+            log.warning("risk: venue %s %s for %.1fs; new orders to it are refused", venue, state, retry_after_s)
+        else:
+            self.venue_limits.pop(venue, None)
+
+    def _venue_limited(self, intent: OrderIntent) -> RiskDecision | None:
+        limit = self.venue_limits.get(intent.venue)
+        if limit is None or intent.action is not IntentAction.NEW:
+            return None
+        state, until = limit
+        left = until - time.monotonic()
+        if left <= 0:
+            self.venue_limits.pop(intent.venue, None)
+            return None
+        return self.service._refuse(intent, RejectReason.GATEWAY_UNAVAILABLE,
+                                    f"venue {intent.venue} {state} (rate limit) for another {left:.1f}s")
 
     async def _forward(self, intent: OrderIntent, decision: RiskDecision, order: Order | None) -> RiskDecision:
         try:
@@ -388,6 +417,8 @@ class RiskActor:
                 if self.service.apply_overrides(self.service.store.limit_overrides()):
                     log.warning("risk: limit overrides applied: %s", self.service.overrides)
                 self._after_evaluate(self.service.evaluate())
+                eng = self.service.engine
+                self.metrics.state(eng.kill_switches, len(eng.reservations), {s: v[0] for s, v in eng.marks.items()})
             except redis.RedisError as exc:
                 log.warning("risk: cannot read risk controls: %s", exc)
             except Exception:

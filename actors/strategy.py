@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any
 
+import msgspec
 import ray
 
 from cluster.messages import (
@@ -25,6 +26,7 @@ from cluster.messages import (
     Trade,
 )
 from cluster.state_store import StateStore
+from dashboards.metrics import StrategyMetrics
 from strategies import create_strategy
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,7 @@ class StrategyHost:
             intents.extend(self.strategy.on_trade(t))
         for b in books:
             self.counters["books"] += 1
-            intents.extend(self.strategy.handle_book(b))
+            intents.extend(_triggered_by(i, b.receive_ts_ns) for i in self.strategy.handle_book(b))
         return intents
 
     def on_decision(self, decision: RiskDecision, intent: OrderIntent) -> None:
@@ -76,6 +78,12 @@ class StrategyHost:
         return RiskDecision(approved=False, reason=RejectReason.RISK_UNAVAILABLE, strategy=intent.strategy,
                             venue=intent.venue, symbol=intent.symbol, action=intent.action, detail=detail,
                             ts_ns=time.time_ns())
+
+
+def _triggered_by(intent: OrderIntent, ts_ns: int) -> OrderIntent:
+    if intent.trigger_ts_ns or not ts_ns:
+        return intent
+    return msgspec.structs.replace(intent, trigger_ts_ns=ts_ns)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
@@ -93,6 +101,7 @@ class StrategyActor:
         self.timer_interval_s = timer_interval_ms / 1000.0
         self.timer_task: asyncio.Task | None = None
         self.active = True
+        self.metrics = StrategyMetrics(name)
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
@@ -100,6 +109,7 @@ class StrategyActor:
     async def on_market(self, books: list[Any], trades: list[Trade], skipped: int) -> None:
         if books and isinstance(books[0], ray.ObjectRef):
             books = list(await asyncio.gather(*books))
+        self.metrics.on_market(books, skipped)
         async with self.lock:
             if not self.active:
                 return
@@ -126,7 +136,9 @@ class StrategyActor:
     async def _submit(self, intents: list[OrderIntent]) -> None:
         for intent in intents:
             self.host.counters["intents"] += 1
+            asked = time.time_ns()
             decision = await self._ask_risk(intent)
+            self.metrics.on_decision(intent, decision, asked)
             self.host.on_decision(decision, intent)
 
     async def _ask_risk(self, intent: OrderIntent) -> RiskDecision:

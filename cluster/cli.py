@@ -127,6 +127,8 @@ def _print_started(run: Any) -> None:
     from cluster.launch import _dashboard_url
 
     print(f"redis: {run.redis_url}  (data in {run.run_dir})")
+    if run.api_thread is not None:
+        print(f"status API: {run.api_thread.url}/status  (OpenAPI at /openapi.json)")
     url = _dashboard_url()
     if url:
         print(f"ray dashboard: {url}")
@@ -192,6 +194,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         "fills": stats.get("fills", 0),
         "risk": _risk_state(store),
     }
+    from dashboards.status_reader import StatusReader, format_performance
+
+    perf = StatusReader(store).performance()
+    status["performance"] = perf.to_dict()
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
@@ -218,6 +224,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"risk: trading states {states or 'all active'}; equity {rk.get('equity', '?')}, peak "
           f"{rk.get('peak_equity', '?')}, drawdown {rk.get('drawdown_pct', '?')}%; "
           f"limit overrides {rk['limit_overrides'] or 'none'}")
+    print(format_performance(perf))
     return 0
 
 

@@ -15,6 +15,7 @@ import msgspec
 import yaml
 
 from cluster.config_base import Cfg, ConfigError, check
+from dashboards.api_config import ApiSection
 from gateways.venue_config import VenueSection
 from risk.limits import RiskLimits, RiskSection
 
@@ -92,6 +93,7 @@ class ClusterConfig(Cfg):
     symbols: list[SymbolSection] = []
     strategies: list[StrategySection] = []
     risk: RiskSection = RiskSection()
+    api: ApiSection = ApiSection()
 
     @property
     def symbol_map(self) -> dict[str, SymbolSection]:
@@ -142,6 +144,7 @@ class ClusterConfig(Cfg):
             except ValueError as exc:
                 raise ConfigError(f"{key}.params", str(exc)) from None
         self.risk.validate(seen, names, set(self.venues))
+        self.api.validate()
         return self
 
 

@@ -83,6 +83,7 @@ class ClusterRun:
     strategies: dict[str, Any] = field(default_factory=dict)
     stats_at_start: dict[str, int] = field(default_factory=dict)
     started_at: float = 0.0
+    api_thread: Any = None
     market_sim: Any = None  # the venue simulator process (market.source: simulator)
 
     # -- start ---------------------------------------------------------------------------------------
@@ -96,6 +97,7 @@ class ClusterRun:
         self._start_market()
         self._start_actors()
         self._write_current()
+        self._start_api()
         self.started_at = time.monotonic()
 
     def _start_redis(self) -> None:
@@ -253,6 +255,19 @@ class ClusterRun:
         out.update({f"strategy:{n}": h for n, h in self.strategies.items()})
         return out
 
+    def _start_api(self) -> None:
+        """The status API, in a thread of this (otherwise idle) driver: it reads Redis, never the actors."""
+        if not self.cfg.api.enabled or self.store is None:
+            return
+        from dashboards.api_thread import StatusApiThread
+
+        self.api_thread = StatusApiThread(self.store, self.cfg.api)
+        error = self.api_thread.start()
+        if error:
+            log.warning("status API not started: %s (trading goes on)", error)
+            print(f"warning: status API not started: {error}; trading goes on", flush=True)
+            self.api_thread = None
+
     def _write_current(self) -> None:
         path = current_run_file(self.cfg)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -293,6 +308,8 @@ class ClusterRun:
                     ray.shutdown()
             with contextlib.suppress(OSError):
                 current_run_file(self.cfg).unlink()
+            if self.api_thread is not None:
+                self.api_thread.stop()
             if self.market_sim is not None:
                 self.market_sim.stop()
             if self.redis is not None:

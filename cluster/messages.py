@@ -191,6 +191,8 @@ class OrderIntent(Struct, tag="intent"):
     target_client_order_id: str | None = None
     tag: str = ""
     created_ts_ns: int = 0
+    # When the market message that led to this intent reached its feed actor (tick-to-order latency).
+    trigger_ts_ns: int = 0
 
 
 class RiskDecision(Struct, tag="decision"):
@@ -225,6 +227,7 @@ class Order(Struct, tag="order"):
     reason: str = ""
     created_ts_ns: int = 0
     updated_ts_ns: int = 0
+    trigger_ts_ns: int = 0
 
     @property
     def remaining(self) -> float:

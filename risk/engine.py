@@ -429,10 +429,12 @@ class RiskEngine:
         if intent.order_type is OrderType.MARKET and protect is not None:
             return Order(client_order_id=client_order_id, strategy=intent.strategy, venue=intent.venue,
                          symbol=intent.symbol, side=intent.side, qty=intent.qty, order_type=OrderType.LIMIT,
-                         price=protect, tif=TimeInForce.IOC, created_ts_ns=ts_ns)
+                         price=protect, tif=TimeInForce.IOC, created_ts_ns=ts_ns,
+                         trigger_ts_ns=intent.trigger_ts_ns)
         return Order(client_order_id=client_order_id, strategy=intent.strategy, venue=intent.venue,
                      symbol=intent.symbol, side=intent.side, qty=intent.qty, order_type=intent.order_type,
-                     price=intent.price, tif=intent.tif, created_ts_ns=ts_ns)
+                     price=intent.price, tif=intent.tif, created_ts_ns=ts_ns,
+                     trigger_ts_ns=intent.trigger_ts_ns)
 
     def _check_cancel(self, ctx: CheckContext) -> RiskDecision:
         """Cancels pass (they only lower risk) if the order is this strategy's, still working, and within cancel rates."""
