@@ -158,6 +158,7 @@ class FeedActor:
         self.interval_s = 1.0 / market.updates_per_second
         self.mark_interval_s = feeds.mark_interval_ms / 1000.0
         self.transport = transport
+        self.min_interval_s = feeds.min_delivery_interval_ms / 1000.0
         self.risk: Any = None
         self.mark_task: asyncio.Task | None = None
         self.running = False
@@ -203,12 +204,7 @@ class FeedActor:
         while self.running:
             try:
                 self.service.step(self.interval_s, time.time_ns())
-                self._dispatch()
-                self.metrics.update(self.service)
-                now = time.monotonic()
-                if self.risk is not None and now >= next_mark:
-                    next_mark = now + self.mark_interval_s
-                    self._send_marks()
+                next_mark = self._publish(next_mark)
             except Exception:  # a feed fault must never stop the feed
                 log.exception("%s: step failed", self.name)
             next_tick += self.interval_s
@@ -224,16 +220,11 @@ class FeedActor:
         next_mark = time.monotonic()
         while self.running:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), timeout=0.1)
+                await asyncio.wait_for(self.wakeup.wait(), timeout=max(self.min_interval_s, 0.001))
             self.wakeup.clear()
             try:
                 self.service.pump(time.time_ns())
-                self._dispatch()
-                self.metrics.update(self.service)
-                now = time.monotonic()
-                if self.risk is not None and now >= next_mark:
-                    next_mark = now + self.mark_interval_s
-                    self._send_marks()
+                next_mark = self._publish(next_mark)
             except Exception:  # a feed fault must never stop the feed
                 log.exception("%s: pump failed", self.name)
             if self.client_task.done() and self.running:
@@ -241,11 +232,25 @@ class FeedActor:
                 log.error("%s: feed client ended (%r); restarting it", self.name, exc)
                 self.client_task = asyncio.get_running_loop().create_task(self.service.client.run())
 
+    def _publish(self, next_mark: float) -> float:
+        """Deliver to free subscribers, record metrics, send marks when due; returns the next mark time."""
+        self._dispatch()
+        self.metrics.update(self.service)
+        now = time.monotonic()
+        if self.risk is not None and now >= next_mark:
+            self._send_marks()
+            return now + self.mark_interval_s
+        return next_mark
+
     def _dispatch(self) -> None:
         refs: dict[tuple[str, int], Any] = {}
         for ch in self.service.channels.values():
             if ch.in_flight is not None or not ch.has_pending or ch.handle is None:
                 continue
+            now = time.monotonic()
+            if now - ch.last_sent < self.min_interval_s:
+                continue  # throttled: the next step or wake-up delivers the conflated latest
+            ch.last_sent = now
             d = ch.take()
             self.metrics.conflation(ch.name, d.skipped)
             if self.transport == "object_store":

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from bench import backtest_bench, book_bench, gateway_bench, risk_bench, transport_bench
+from bench import backtest_bench, book_bench, cluster_bench, gateway_bench, risk_bench, transport_bench
 
 BENCHES = {"risk": risk_bench.main, "transport": transport_bench.main, "backtest": backtest_bench.main,
-           "book": book_bench.main, "gateway": gateway_bench.main}
+           "book": book_bench.main, "gateway": gateway_bench.main, "cluster": cluster_bench.main}
 
 
 def main(argv: list[str]) -> int:

@@ -73,6 +73,9 @@ class FeedSection(Cfg):
     # How book updates reach subscribers: "object_store" (one ray.put, the reference fanned out)
     # or "inline" (the update as the actor call's argument). See bench/transport_bench.py.
     transport: Literal["object_store", "inline"] = "object_store"
+    # At most one delivery per subscriber per this interval: updates in between are conflated
+    # (latest book per symbol), so an actor call is never spent on every market message.
+    min_delivery_interval_ms: float = 10.0
 
 
 class StrategySection(Cfg):

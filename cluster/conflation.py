@@ -34,6 +34,7 @@ class SubscriberChannel:
     trades_dropped: int = 0
     delivered: int = 0
     in_flight: Any = None
+    last_sent: float = 0.0  # monotonic time of the last delivery
 
     def offer_book(self, update: BookUpdate) -> None:
         if update.symbol in self.books:

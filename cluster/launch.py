@@ -92,12 +92,17 @@ class ClusterRun:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.run_dir = Path(cfg.cluster.data_dir).resolve() / f"{cfg.cluster.name}-{stamp}-{os.getpid()}"
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._start_ray()
-        self._start_redis()
-        self._start_market()
-        self._start_actors()
-        self._write_current()
-        self._start_api()
+        try:
+            self._start_ray()
+            self._start_redis()
+            self._start_market()
+            self._start_actors()
+            self._write_current()
+            self._start_api()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.shutdown()  # a half-started run leaves no simulator, Redis or actors behind
+            raise
         self.started_at = time.monotonic()
 
     def _start_redis(self) -> None:

@@ -8,13 +8,15 @@ from typing import Any
 from strategies.base import Strategy, StrategyParamError
 from strategies.ema_grid import EmaGrid
 from strategies.imbalance import OrderBookImbalance
+from strategies.latency_probe import LatencyProbe
 from strategies.market_maker import MarketMaker
 from strategies.pairs import PairsArbitrage
 
 STRATEGY_TYPES: dict[str, type[Strategy]] = {"market_maker": MarketMaker, "imbalance": OrderBookImbalance,
-                                             "ema_grid": EmaGrid, "pairs": PairsArbitrage}
+                                             "ema_grid": EmaGrid, "pairs": PairsArbitrage,
+                                             "latency_probe": LatencyProbe}
 
-__all__ = ["STRATEGY_TYPES", "EmaGrid", "MarketMaker", "OrderBookImbalance", "PairsArbitrage", "Strategy",
+__all__ = ["STRATEGY_TYPES", "EmaGrid", "LatencyProbe", "MarketMaker", "OrderBookImbalance", "PairsArbitrage", "Strategy",
            "StrategyParamError", "create_strategy"]
 
 

@@ -476,7 +476,7 @@ def test_imbalance_backs_off_after_rejection():
 
 def test_registry_and_create_strategy():
     assert STRATEGY_TYPES["market_maker"] is MarketMaker and STRATEGY_TYPES["imbalance"] is OrderBookImbalance
-    assert sorted(STRATEGY_TYPES) == ["ema_grid", "imbalance", "market_maker", "pairs"]
+    assert sorted(STRATEGY_TYPES) == ["ema_grid", "imbalance", "latency_probe", "market_maker", "pairs"]
     s = create_strategy("imbalance", "obi", [SYM], VENUES, {"threshold": 0.5})
     assert isinstance(s, OrderBookImbalance) and s.params["threshold"] == 0.5
     with pytest.raises(ValueError, match=r"'nope'.*imbalance.*market_maker"):

@@ -1,0 +1,223 @@
+"""The headline figures of the cluster (`make bench ARGS=cluster`, writes bench/results/cluster.json).
+
+- tick-to-order: a market message reaching its feed actor -> the approved order reaching the gateway,
+  through the real path (feed -> strategy -> risk -> gateway), at 1, 8 and 32 symbols with 100 updates/s
+  each, and in the same run a plain three-hop Ray actor chain passing the same messages;
+- throughput: book updates per second processed as symbols grow, and CPU per symbol;
+- the tick-to-order figures again with the symbols spread over 3 simulated nodes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import ray
+
+from bench.common import percentiles_us, write_result
+from cluster.config import parse_config
+from cluster.launch import ClusterRun
+from cluster.redis_server import EmbeddedRedis
+
+REPO = Path(__file__).resolve().parents[1]
+PRICES = [60000.0, 3000.0, 150.0, 600.0]
+
+
+def bench_config(n_symbols: int, updates_per_s: float, redis_url: str, data_dir: str, probe: bool,
+                 max_feed_actors: int = 4, address: str = "", transport: str = "object_store") -> Any:
+    symbols = [{"symbol": f"S{i:03d}USDT", "venue": "paper", "price": PRICES[i % 4], "tick_size": 0.01,
+                "lot_size": 0.0001, "volatility": 0.5} for i in range(n_symbols)]
+    strategies = []
+    if probe:
+        # One probe per feed group, each pinned beside its feed: probes see 1/every_n of the updates.
+        per = math.ceil(n_symbols / min(max_feed_actors, n_symbols))
+        for g in range(0, n_symbols, per):
+            strategies.append({"name": f"probe{g}", "type": "latency_probe",
+                               "symbols": [s["symbol"] for s in symbols[g:g + per]],
+                               "params": {"every_n": 20}})
+    data = {
+        "cluster": {"name": f"bench{n_symbols}", "data_dir": data_dir},
+        "ray": {"address": address},
+        "redis": {"url": redis_url},
+        "api": {"enabled": False},
+        "market": {"source": "builtin", "seed": 3, "updates_per_second": updates_per_s},
+        "feeds": {"symbols_per_actor": math.ceil(n_symbols / min(max_feed_actors, n_symbols)), "transport": transport},
+        "symbols": symbols,
+        "strategies": strategies,
+        "risk": {"defaults": {"max_order_notional": 1e6, "max_orders_per_min": 100000, "max_orders_per_s": 10000,
+                              "max_cancels_per_min": 100000, "max_cancels_per_s": 10000, "max_open_orders": 100000,
+                              "price_collar_bps": 10000.0},
+                 "max_drawdown_pct": None, "stop_loss_atr": None},
+    }
+    return parse_config(data)
+
+
+def _pids(handles: list[Any]) -> list[int]:
+    return ray.get([h.__ray_call__.remote(lambda self: os.getpid()) for h in handles])
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def tick_to_order(n_symbols: int, redis_url: str, tmp: str, seconds: float, address: str = "",
+                  transport: str = "object_store") -> dict[str, Any]:
+    cfg = bench_config(n_symbols, 100.0, redis_url, tmp, probe=True, address=address, transport=transport)
+    run = ClusterRun(cfg)
+    run.start()
+    try:
+        time.sleep(3.0)
+        gw = run.gateways["paper"]
+        ray.get(gw.tick_to_order.remote(True))
+        time.sleep(seconds)
+        samples = ray.get(gw.tick_to_order.remote(True))
+    finally:
+        run.shutdown()
+    out = percentiles_us(samples) if samples else {"n": 0}
+    out["orders_per_s"] = round(len(samples) / seconds, 1)
+    return out
+
+
+@ray.remote(num_cpus=0)
+class Hop:
+    """One hop of the baseline chain: forward the message, or record its age at the last hop."""
+
+    def __init__(self, nxt: Any = None) -> None:
+        self.nxt = nxt
+        self.samples: list[int] = []
+
+    async def on(self, msg: dict) -> None:
+        if self.nxt is not None:
+            await self.nxt.on.remote(msg)
+        else:
+            self.samples.append(time.time_ns() - msg["ts"])
+
+    def take(self) -> list[int]:
+        out, self.samples = self.samples, []
+        return out
+
+
+def three_hop_baseline(rate_per_s: float, seconds: float) -> dict[str, Any]:
+    """The same kind of message (a 10-level book) through three plain actor calls, at the probes' order rate."""
+    c = Hop.remote()
+    b = Hop.remote(c)
+    a = Hop.remote(b)
+    book = {"bids": [[100.0 - i, 1.0] for i in range(10)], "asks": [[101.0 + i, 1.0] for i in range(10)]}
+    ray.get(a.on.remote({**book, "ts": time.time_ns()}))
+    ray.get(c.take.remote())
+    interval = 1.0 / max(rate_per_s, 1.0)
+    end = time.monotonic() + seconds
+    pending = []
+    while time.monotonic() < end:
+        pending.append(a.on.remote({**book, "ts": time.time_ns()}))
+        time.sleep(interval)
+    ray.get(pending)
+    samples = ray.get(c.take.remote())
+    for h in (a, b, c):
+        ray.kill(h)
+    return percentiles_us(samples)
+
+
+def throughput(n_symbols: int, redis_url: str, tmp: str, seconds: float, updates_per_s: float) -> dict[str, Any]:
+    cfg = bench_config(n_symbols, updates_per_s, redis_url, tmp, probe=False)
+    run = ClusterRun(cfg)
+    run.start()
+    try:
+        time.sleep(2.0)
+        feeds = list(run.feeds.values())
+        pids = _pids(feeds)
+        before = sum(sum(s.get("applied", 0) for s in st.values()) for st in ray.get([f.stats.remote() for f in feeds]))
+        cpu0 = _cpu_seconds(pids)
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        after = sum(sum(s.get("applied", 0) for s in st.values()) for st in ray.get([f.stats.remote() for f in feeds]))
+        cpu1 = _cpu_seconds(pids)
+        elapsed = time.monotonic() - t0
+    finally:
+        run.shutdown()
+    rate = (after - before) / elapsed
+    cpu = (cpu1 - cpu0) / elapsed
+    return {"symbols": n_symbols, "feed_actors": len(feeds), "offered_updates_per_s": n_symbols * updates_per_s,
+            "book_updates_per_s": round(rate, 1), "feed_cpu_cores": round(cpu, 3),
+            "cpu_us_per_update": round(cpu / rate * 1e6, 1) if rate else None,
+            "cpu_per_symbol_cores": round(cpu / n_symbols, 5)}
+
+
+def multinode_tick_to_order(redis_url: str, tmp: str, seconds: float) -> dict[str, Any]:
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    for _ in range(2):
+        c.add_node(num_cpus=1, resources={"shard": 1})
+    c.wait_for_nodes()
+    ray.init(address=c.address, namespace="rsc-bench", logging_level="ERROR")
+    try:
+        return tick_to_order(8, redis_url, tmp, seconds, address=c.address)
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
+def run(seconds: float = 8.0) -> dict[str, Any]:
+    tmp = tempfile.mkdtemp(prefix="rsc-bench-")
+    redis = EmbeddedRedis(Path(tmp) / "redis")
+    redis.start()
+    result: dict[str, Any] = {"tick_to_order": {}, "baseline_three_hop": {}, "throughput": [],
+                              "target": {"tick_to_order_8_symbols": {"p50_us": 1500, "p99_us": 5000}}}
+    try:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", namespace="rsc-bench")
+        for n in (1, 8, 32):
+            r = tick_to_order(n, redis.url, tmp, seconds)
+            base = three_hop_baseline(r.get("orders_per_s", 10.0), seconds)
+            result["tick_to_order"][str(n)] = r
+            result["baseline_three_hop"][str(n)] = base
+            ratio = r.get("p50_us", math.nan) / base["p50_us"] if base.get("p50_us") else math.nan
+            print(f"tick-to-order {n:>3} symbols: p50 {r.get('p50_us')} us  p99 {r.get('p99_us')} us  "
+                  f"p99.9 {r.get('p999_us')} us  ({r['orders_per_s']} orders/s); three-hop chain p50 "
+                  f"{base['p50_us']} us -> ratio {ratio:.2f}", flush=True)
+        inline = tick_to_order(8, redis.url, tmp, seconds, transport="inline")
+        result["tick_to_order_8_symbols_inline_transport"] = inline
+        print(f"tick-to-order   8 symbols, inline transport: p50 {inline.get('p50_us')} us  p99 {inline.get('p99_us')} us",
+              flush=True)
+        for n in (1, 8, 32, 128):
+            t = throughput(n, redis.url, tmp, seconds, updates_per_s=50.0)
+            result["throughput"].append(t)
+            print(f"throughput {n:>3} symbols: {t['book_updates_per_s']:>8} updates/s of {t['offered_updates_per_s']} "
+                  f"offered, {t['cpu_us_per_update']} us CPU/update, {t['cpu_per_symbol_cores']} cores/symbol",
+                  flush=True)
+        per_update = [t["cpu_us_per_update"] for t in result["throughput"] if t["cpu_us_per_update"]]
+        result["cpu_per_update_growth"] = round(per_update[-1] / per_update[0], 2) if per_update else None
+        ray.shutdown()
+        mn = multinode_tick_to_order(redis.url, tmp, seconds)
+        result["multinode_3_nodes_8_symbols"] = mn
+        print(f"tick-to-order 8 symbols on 3 simulated nodes: p50 {mn.get('p50_us')} us  p99 {mn.get('p99_us')} us",
+              flush=True)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        redis.stop()
+    result["medians_note"] = ("all processes share one 2-core machine: feeds, strategies, risk, gateway, Redis "
+                              "and Ray's own daemons")
+    return result
+
+
+def main() -> None:
+    write_result("cluster", run())
+
+
+if __name__ == "__main__":
+    main()
