@@ -91,7 +91,7 @@ def test_symbols_sharded_pinned_and_moved_off_a_lost_node(three_nodes, redis_url
 
         counts = {s: sum(1 for f in run.store.journal_fills() if f.symbol == s) for s in lost_symbols}
         wait_for(lambda: all(sum(1 for f in run.store.journal_fills() if f.symbol == s) > counts[s]
-                             for s in lost_symbols), 60, "the moved symbols to trade again")
+                             for s in lost_symbols), 150, "the moved symbols to trade again")
     finally:
         run.shutdown()
 
