@@ -128,13 +128,8 @@ class AlpacaMarketHandler:
 
     def on_message(self, raw: bytes | str, recv_ns: int = 0) -> None:
         """One WebSocket frame (a JSON array); bad elements are counted and skipped, never raised."""
-        try:
-            items = _batch.decode(raw)
-        except msgspec.ValidationError as exc:
-            self.errors.add("schema_envelope", raw, str(exc))
-            return
-        except msgspec.DecodeError as exc:
-            self.errors.add("json", raw, str(exc))
+        items = self.errors.decode(_batch, raw)
+        if items is None:
             return
         for item in items:
             try:

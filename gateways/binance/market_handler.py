@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 
@@ -45,6 +46,16 @@ class ErrorTally:
             text = sample if isinstance(sample, str) else bytes(sample).decode("utf-8", "replace")
             log.warning("%s: skipped %s message (%s); later ones are only counted. sample: %.300s",
                         self.name, kind, detail, text)
+
+    def decode(self, decoder: msgspec.json.Decoder, raw: bytes | str) -> Any | None:
+        """Decode a frame's outer shape; bad JSON or a bad shape is counted and gives None."""
+        try:
+            return decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            self.add("schema_envelope", raw, str(exc))
+        except msgspec.DecodeError as exc:
+            self.add("json", raw, str(exc))
+        return None
 
 
 class _Envelope(msgspec.Struct):
@@ -157,13 +168,8 @@ class BinanceMarketHandler:
 
     def on_message(self, raw: bytes | str, recv_ns: int = 0) -> None:
         """Parse and apply one raw combined-stream message; never raises for bad input."""
-        try:
-            env = _envelope.decode(raw)
-        except msgspec.ValidationError as exc:
-            self.errors.add("schema_envelope", raw, str(exc))
-            return
-        except msgspec.DecodeError as exc:
-            self.errors.add("json", raw, str(exc))
+        env = self.errors.decode(_envelope, raw)
+        if env is None:
             return
         route = self._streams.get(env.stream)
         if route is None:
