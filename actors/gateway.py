@@ -26,6 +26,7 @@ import msgspec
 import ray
 import redis
 
+from actors.report_relay import StrategyReportRelay
 from cluster.config import VenueSection
 from cluster.messages import BookUpdate, ExecutionReport, Order, OrderStatus, Trade
 from cluster.portfolio import Portfolio
@@ -431,6 +432,20 @@ class GatewayService:
         task.add_done_callback(self.tasks.discard)
 
 
+def _call_failed(ref: Any) -> bool:
+    """True when an actor call has finished with an error (its actor died); never waits."""
+    ready, _ = ray.wait([ref], timeout=0)
+    if not ready:
+        return False
+    try:
+        ray.get(ref, timeout=0)
+    except ray.exceptions.RayActorError:
+        return True
+    except Exception:  # the strategy raised: it is alive, its handle stays
+        return False
+    return False
+
+
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class GatewayActor:
     def __init__(self, venue_name: str, cfg: VenueSection, redis_url: str, cluster: str, risk_name: str = "risk"):
@@ -442,7 +457,8 @@ class GatewayActor:
                                       emit=self._notify)
         self.service.on_limit = self._notify_limit
         self.risk_name = risk_name
-        self.strategies: dict[str, Any] = {}
+        self.reports = StrategyReportRelay(lookup=lambda n: ray.get_actor(f"strategy:{n}"),
+                                           send=lambda h, r: h.on_report.remote(r), failed=_call_failed)
         self.risk: Any = None
         loop = asyncio.get_event_loop()
         self.flush_task = loop.create_task(self._flush_loop())
@@ -521,6 +537,7 @@ class GatewayActor:
         while True:
             await asyncio.sleep(0.5)
             self.service.flush()
+            self.reports.check()
             self.metrics.state(self.service.portfolio.positions(), len(self.service.orders), len(self.service.backlog))
 
     def _notify_limit(self, status: LimitStatus) -> None:
@@ -542,10 +559,8 @@ class GatewayActor:
                 self.risk.on_report.remote(r)
             except Exception:
                 self.risk = None  # a restarted risk rebuilds from Redis
-            handle = self.strategies.get(r.strategy)
-            try:
-                if handle is None:
-                    handle = self.strategies[r.strategy] = ray.get_actor(f"strategy:{r.strategy}")
-                handle.on_report.remote(r)
-            except Exception:
-                self.strategies.pop(r.strategy, None)
+            self.reports.deliver(r)
+
+    def attach_strategy(self, name: str, handle: Any) -> None:
+        """The launcher names the (new) actor of strategy `name`; it gets its recent reports again."""
+        self.reports.attach(name, handle)

@@ -43,9 +43,14 @@ class StrategyHost:
                                          "rejected": 0, "reports": 0}
         self.rejected_by_reason: dict[str, int] = {}
 
-    def restore(self, positions: list[Position], open_orders: list[Order]) -> None:
-        """A restarted strategy actor picks up its positions and working orders from Redis."""
+    def restore(self, positions: list[Position], open_orders: list[Order], seen_fills: set[str] | None = None) -> None:
+        """A restarted strategy actor picks up its positions and working orders from Redis.
+
+        `seen_fills` are the fills those positions already count: the gateway replays recent
+        reports to a new strategy actor, and those fills must not move the position again.
+        """
         st = self.strategy
+        st.seen_fills |= set(seen_fills or ())
         for p in positions:
             if p.strategy == st.name and p.symbol in st.positions:
                 st.positions[p.symbol] += p.qty
@@ -93,8 +98,8 @@ class StrategyActor:
         self.name = name
         self.host = StrategyHost(type_name, name, symbols, venues, params)
         if redis_url:
-            positions, open_orders, _seen = StateStore.from_url(redis_url, cluster).trading_snapshot()
-            self.host.restore(positions, open_orders)
+            positions, open_orders, seen = StateStore.from_url(redis_url, cluster).trading_snapshot()
+            self.host.restore(positions, open_orders, seen)
         self.risk_name = risk_name
         self.risk: Any = None
         self.lock = asyncio.Lock()

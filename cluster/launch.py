@@ -196,6 +196,8 @@ class ClusterRun:
             ray.get([h.node_id.remote() for h in handles], timeout=120)
         except Exception as exc:
             raise LaunchError(f"actors failed to start: {type(exc).__name__}: {exc}") from None
+        # Gateways send execution reports to these actors from now on (a moved strategy is a new actor).
+        ray.get([gw.attach_strategy.remote(s, self.strategies[s]) for gw in self.gateways.values() for s in strategies])
         subs = []
         for st in self.cfg.strategies:
             for g in self.plan.feeds:

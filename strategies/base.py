@@ -49,6 +49,8 @@ class Strategy:
         self.positions: dict[str, float] = dict.fromkeys(self.symbols, 0.0)
         self.working: dict[str, ExecutionReport | OrderIntent] = {}
         self.rejections: dict[str, int] = {}
+        # "<venue>:<trade id>" of every fill counted: a report delivered twice moves the position once.
+        self.seen_fills: set[str] = set()
         # Venue lot size per symbol: set by the host (`set_instruments`) or inferred from the books.
         self.lot_sizes: dict[str, float] = {}
         self._inferred_lots: dict[str, float] = {}
@@ -150,14 +152,19 @@ class Strategy:
             self.rejections[decision.reason.value] = self.rejections.get(decision.reason.value, 0) + 1
 
     def handle_report(self, report: ExecutionReport) -> list[OrderIntent]:
-        if report.fill is not None:
-            fill = report.fill
-            self.positions[fill.symbol] = self.positions.get(fill.symbol, 0.0) + fill.side.sign * fill.qty
+        fill = report.fill
+        if fill is not None:
+            key = f"{fill.venue}:{fill.trade_id}"
+            if key in self.seen_fills:
+                fill = None
+            else:
+                self.seen_fills.add(key)
+                self.positions[fill.symbol] = self.positions.get(fill.symbol, 0.0) + fill.side.sign * fill.qty
         if report.status.is_terminal:
             self.working.pop(report.client_order_id, None)
         elif report.client_order_id in self.working:
             self.working[report.client_order_id] = report
-        return self.on_fill(report) if report.fill is not None else []
+        return self.on_fill(report) if fill is not None else []
 
     # -- helpers for subclasses -------------------------------------------------------------------
     def working_orders(self, symbol: str, side: Side | None = None) -> list[str]:

@@ -92,6 +92,10 @@ def test_symbols_sharded_pinned_and_moved_off_a_lost_node(three_nodes, redis_url
         counts = {s: sum(1 for f in run.store.journal_fills() if f.symbol == s) for s in lost_symbols}
         wait_for(lambda: all(sum(1 for f in run.store.journal_fills() if f.symbol == s) > counts[s]
                              for s in lost_symbols), 150, "the moved symbols to trade again")
+        # The gateway's execution reports reach the new strategy actors, not the dead ones it knew before.
+        moved_strategies = [n for n in run.strategies if f"strategy:{n}" in moved]
+        wait_for(lambda: all(ray.get(run.strategies[n].stats.remote())["counters"]["reports"] > 0
+                             for n in moved_strategies), 60, "reports at the moved strategies")
     finally:
         run.shutdown()
 
