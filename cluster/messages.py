@@ -189,6 +189,9 @@ class OrderIntent(Struct, tag="intent"):
     price: float | None = None
     tif: TimeInForce = TimeInForce.GTC
     target_client_order_id: str | None = None
+    # A market order for an amount of quote currency (Alpaca `notional`); qty then stays 0 and
+    # risk checks it as notional / reference price.
+    notional: float | None = None
     tag: str = ""
     created_ts_ns: int = 0
     # When the market message that led to this intent reached its feed actor (tick-to-order latency).
@@ -228,6 +231,9 @@ class Order(Struct, tag="order"):
     created_ts_ns: int = 0
     updated_ts_ns: int = 0
     trigger_ts_ns: int = 0
+    # Sent to the venue as an amount of quote currency instead of `qty` (Alpaca notional orders);
+    # `qty` then holds risk's estimate (notional / reference price) until fills say the truth.
+    notional: float | None = None
 
     @property
     def remaining(self) -> float:
