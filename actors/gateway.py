@@ -432,20 +432,6 @@ class GatewayService:
         task.add_done_callback(self.tasks.discard)
 
 
-def _call_failed(ref: Any) -> bool:
-    """True when an actor call has finished with an error (its actor died); never waits."""
-    ready, _ = ray.wait([ref], timeout=0)
-    if not ready:
-        return False
-    try:
-        ray.get(ref, timeout=0)
-    except ray.exceptions.RayActorError:
-        return True
-    except Exception:  # the strategy raised: it is alive, its handle stays
-        return False
-    return False
-
-
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class GatewayActor:
     def __init__(self, venue_name: str, cfg: VenueSection, redis_url: str, cluster: str, risk_name: str = "risk"):
@@ -458,7 +444,7 @@ class GatewayActor:
         self.service.on_limit = self._notify_limit
         self.risk_name = risk_name
         self.reports = StrategyReportRelay(lookup=lambda n: ray.get_actor(f"strategy:{n}"),
-                                           send=lambda h, r: h.on_report.remote(r), failed=_call_failed)
+                                           send=lambda h, r: h.on_report.remote(r))
         self.risk: Any = None
         loop = asyncio.get_event_loop()
         self.flush_task = loop.create_task(self._flush_loop())
@@ -537,8 +523,21 @@ class GatewayActor:
         while True:
             await asyncio.sleep(0.5)
             self.service.flush()
-            self.reports.check()
+            await self._check_report_calls()
             self.metrics.state(self.service.portfolio.positions(), len(self.service.orders), len(self.service.backlog))
+
+    async def _check_report_calls(self) -> None:
+        """A strategy whose last report call died is gone (moved): look its name up again."""
+        for name, ref in list(self.reports.last_call.items()):
+            ready, _ = ray.wait([ref], timeout=0)
+            if not ready:
+                continue
+            try:
+                await ref
+            except ray.exceptions.RayActorError:
+                self.reports.forget(name)
+            except Exception:  # the strategy raised: it is alive, its handle stays
+                pass
 
     def _notify_limit(self, status: LimitStatus) -> None:
         """Tell risk that a venue throttles or bans us (a risk without `on_venue_limit` ignores it)."""

@@ -2,7 +2,8 @@
 
 A strategy actor moved off a lost node is a new actor under the old name: a handle the gateway
 cached still points at the dead one, and calls on it fail only later, silently. So the relay
-keeps the last report call per strategy, drops a handle whose call failed, and keeps a short
+keeps the last report call per strategy (the gateway checks it and calls `forget` when it
+failed), and keeps a short
 window of recent reports per strategy that it replays to every newly found handle. The
 replayed reports are safe to apply twice: a strategy counts a fill once per trade id (seeded
 from Redis when it restores) and a status change is idempotent.
@@ -22,12 +23,10 @@ REPLAY_MAX = 5_000
 
 
 class StrategyReportRelay:
-    def __init__(self, lookup: Callable[[str], Any], send: Callable[[Any, ExecutionReport], Any],
-                 failed: Callable[[Any], bool], window_s: float = REPLAY_WINDOW_S, max_reports: int = REPLAY_MAX,
+    def __init__(self, lookup: Callable[[str], Any], send: Callable[[Any, ExecutionReport], Any], window_s: float = REPLAY_WINDOW_S, max_reports: int = REPLAY_MAX,
                  clock: Callable[[], float] = time.monotonic):
         self._lookup = lookup  # name -> handle, or raises when there is no such strategy (yet)
         self._send = send  # (handle, report) -> call reference
-        self._failed = failed  # call reference -> True once it is known to have failed
         self.window_s = window_s
         self.clock = clock
         self.handles: dict[str, Any] = {}
@@ -54,13 +53,10 @@ class StrategyReportRelay:
         self.handles[name] = handle
         self._replay(name, handle)
 
-    def check(self) -> list[str]:
-        """Forget handles whose last report call failed; returns their names. Call it now and then."""
-        dead = [n for n, ref in self.last_call.items() if self._failed(ref)]
-        for n in dead:
-            self.handles.pop(n, None)
-            self.last_call.pop(n, None)
-        return dead
+    def forget(self, name: str) -> None:
+        """The last report call to `name` failed: its actor is gone; look the name up again next time."""
+        self.handles.pop(name, None)
+        self.last_call.pop(name, None)
 
     def _find(self, name: str) -> None:
         try:
@@ -78,5 +74,4 @@ class StrategyReportRelay:
         try:
             self.last_call[name] = self._send(handle, report)
         except Exception:
-            self.handles.pop(name, None)
-            self.last_call.pop(name, None)
+            self.forget(name)

@@ -94,9 +94,11 @@ def _triggered_by(intent: OrderIntent, ts_ns: int) -> OrderIntent:
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class StrategyActor:
     def __init__(self, type_name: str, name: str, symbols: list[str], venues: dict[str, str], params: dict[str, Any],
-                 risk_name: str = "risk", timer_interval_ms: float = 0.0, redis_url: str = "", cluster: str = ""):
+                 risk_name: str = "risk", timer_interval_ms: float = 0.0, redis_url: str = "", cluster: str = "",
+                 lot_sizes: dict[str, float] | None = None):
         self.name = name
         self.host = StrategyHost(type_name, name, symbols, venues, params)
+        self.host.strategy.set_instruments(lot_sizes or {})  # the lots risk checks orders against
         if redis_url:
             positions, open_orders, seen = StateStore.from_url(redis_url, cluster).trading_snapshot()
             self.host.restore(positions, open_orders, seen)

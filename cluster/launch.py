@@ -185,7 +185,8 @@ class ClusterRun:
         self.strategies[name] = StrategyActor.options(
             name=f"strategy:{name}", get_if_exists=True, scheduling_strategy=pinned(node_id)
         ).remote(st.type, st.name, st.symbols, venues_of, st.params, RISK_NAME, st.timer_interval_ms,
-                 self.redis_url, self.cfg.cluster.name)
+                 self.redis_url, self.cfg.cluster.name,
+                 lot_sizes={s: self.cfg.symbol_map[s].lot_size for s in st.symbols})
 
     def _wire(self, feeds: list[str], strategies: list[str]) -> None:
         """Wait for the named actors to be constructed, subscribe them, start them, record where they run."""

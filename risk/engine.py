@@ -144,10 +144,14 @@ class Resolved:
         self.tick = sym.tick_size if sym is not None else 0.0
 
     def _tight(self, name: str, scopes: list[tuple[str, RiskLimits | None]], prefix: str = "") -> float | None:
+        """The tightest value over the scopes that set it; `defaults` counts only where no other scope does,
+        so a strategy (venue, symbol) can be given more room than the desk's default."""
         best: float | None = None
         higher = name in HIGHER_IS_TIGHTER
+        specific = any(lim is not None and scope != "defaults" and getattr(lim, name) is not None
+                       for scope, lim in scopes)
         for scope, lim in scopes:
-            if lim is None:
+            if lim is None or (specific and scope == "defaults"):
                 continue
             v = getattr(lim, name)
             if v is not None and (best is None or (v > best if higher else v < best)):
@@ -252,10 +256,14 @@ class RiskEngine:
         return out
 
     def limit(self, intent: OrderIntent, name: str) -> tuple[float | None, str]:
-        """The tightest value of one limit over all scopes that apply, and the scope it came from."""
+        """The tightest value of one limit over the scopes that apply (`defaults` only where no other
+        scope sets it), and the scope it came from."""
         best: float | None = None
         where = ""
-        for scope, lim in self.scopes(intent):
+        scopes = self.scopes(intent)
+        if any(getattr(lim, name) is not None for scope, lim in scopes if scope != "defaults"):
+            scopes = [(scope, lim) for scope, lim in scopes if scope != "defaults"]
+        for scope, lim in scopes:
             v = getattr(lim, name)
             if v is not None and (best is None or v < best):
                 best, where = v, scope

@@ -1,7 +1,8 @@
 """The `risk` config section: limits per scope, loss controls, schedules and the switches risk starts with.
 
 Limits are set per scope (`defaults`, `venues.<v>`, `strategies.<s>`, `symbols.<sym>`); where several
-scopes set the same limit on the same quantity the tightest wins. What a limit counts depends on the
+scopes set the same limit on the same quantity the tightest wins, and `defaults` only fills in where no
+other scope sets that limit (so a strategy can be given more room than the default). What a limit counts depends on the
 scope (see `SCOPE_MEANING`): position limits of `defaults`/`venues`/`symbols` bound the cluster-wide
 position in a symbol and those of `strategies` the strategy's own; rates and open orders of `defaults`
 and `strategies` count per strategy, those of `venues` the venue's total.

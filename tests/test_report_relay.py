@@ -20,7 +20,6 @@ class Harness:
     def __init__(self):
         self.registry: dict[str, object] = {}
         self.sent: list[tuple[object, ExecutionReport]] = []
-        self.dead: set[object] = set()
         self.now = 0.0
 
         def lookup(name):
@@ -30,8 +29,7 @@ class Harness:
             self.sent.append((handle, r))
             return handle
 
-        self.relay = StrategyReportRelay(lookup, send, failed=lambda ref: ref in self.dead, window_s=10.0,
-                                         clock=lambda: self.now)
+        self.relay = StrategyReportRelay(lookup, send, window_s=10.0, clock=lambda: self.now)
 
 
 def test_reports_wait_for_a_strategy_that_is_not_there_yet_then_replay():
@@ -48,8 +46,8 @@ def test_a_dead_handle_is_dropped_and_the_new_actor_gets_the_window_again():
     h.registry["s"] = "old"
     h.relay.deliver(report("a", OrderStatus.NEW))
     h.relay.deliver(report("a", OrderStatus.PARTIALLY_FILLED, "t1"))
-    h.dead.add("old")
-    assert h.relay.check() == ["s"]
+    assert h.relay.last_call["s"] == "old"
+    h.relay.forget("s")
     h.registry["s"] = "new"
     h.now = 5.0
     h.relay.deliver(report("a", OrderStatus.FILLED, "t2"))

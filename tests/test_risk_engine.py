@@ -191,3 +191,22 @@ def test_no_sequence_of_orders_and_fills_exceeds_the_limit(ops):
         pos = eng.net.get("BTCUSDT", 0.0)
         assert pos + buys <= limit + 1e-9
         assert pos - sells >= -limit - 1e-9
+
+
+def test_a_strategy_scope_gives_more_room_than_the_defaults():
+    """`defaults` is a fallback: a strategy's own rate limit replaces it, another strategy keeps it."""
+    from cluster.config import parse_config
+
+    data = {"symbols": [{"symbol": "BTCUSDT", "price": 100.0}],
+            "strategies": [{"name": "mm", "type": "market_maker", "symbols": ["BTCUSDT"]},
+                           {"name": "slow", "type": "market_maker", "symbols": ["BTCUSDT"]}],
+            "risk": {"defaults": {"max_orders_per_min": 60, "max_order_notional": 1000.0},
+                     "strategies": {"mm": {"max_orders_per_min": 1200}}}}
+    cfg = parse_config(data)
+    from risk.engine import Resolved
+
+    mm = Resolved(cfg.risk, "mm", "paper", "BTCUSDT", cfg.symbol_map["BTCUSDT"])
+    slow = Resolved(cfg.risk, "slow", "paper", "BTCUSDT", cfg.symbol_map["BTCUSDT"])
+    assert mm.st_orders_m == 1200 and mm.where["strategy_max_orders_per_min"] == "strategy:mm"
+    assert slow.st_orders_m == 60 and slow.where["strategy_max_orders_per_min"] == "defaults"
+    assert mm.order_notional == slow.order_notional == 1000.0
