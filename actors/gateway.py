@@ -483,8 +483,6 @@ class GatewayActor:
         return self.service.orders.get(client_order_id) or self.service.store.load_order(client_order_id)
 
     async def on_market(self, books: list[Any], trades: list[Trade], skipped: int) -> None:
-        if books and isinstance(books[0], ray.ObjectRef):
-            books = list(await asyncio.gather(*books))
         self.metrics.on_books(books)
         for b in books:
             self.service.on_book(b)

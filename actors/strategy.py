@@ -114,8 +114,6 @@ class StrategyActor:
         return ray.get_runtime_context().get_node_id()
 
     async def on_market(self, books: list[Any], trades: list[Trade], skipped: int) -> None:
-        if books and isinstance(books[0], ray.ObjectRef):
-            books = list(await asyncio.gather(*books))
         self.metrics.on_market(books, skipped)
         async with self.lock:
             if not self.active:

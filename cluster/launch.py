@@ -207,7 +207,8 @@ class ClusterRun:
                     subs.append(self.feeds[g.name].subscribe.remote(f"strategy:{st.name}", self.strategies[st.name], syms))
         for g in self.plan.feeds:
             if g.name in feeds:
-                subs.append(self.feeds[g.name].subscribe.remote(f"gateway:{g.venue}", self.gateways[g.venue], g.symbols))
+                subs.append(self.feeds[g.name].subscribe.remote(f"gateway:{g.venue}", self.gateways[g.venue], g.symbols,
+                                                                inline=True))
         ray.get(subs)
         ray.get([self.strategies[s].start_timer.remote() for s in strategies])
         nodes = ray.get([self.feeds[f].start.remote(self.risk) for f in feeds])
