@@ -247,21 +247,29 @@ datasources:
       timeInterval: 5s
 """
 
+RAY_SD_FILE = "/tmp/ray/prom_metrics_service_discovery.json"
+
 PROMETHEUS_YAML = """\
-# Prometheus scrape config for the cluster: Ray's metrics (every node, found through the service
-# discovery file Ray's head writes) and the status API's performance gauges.
+# Prometheus scrape config for the cluster: Ray's metrics (every node, found through the file-based
+# service discovery file Ray's dashboard writes on the head every 5 s) and the status API's gauges.
 global:
-  scrape_interval: 5s
+  scrape_interval: {scrape_interval}
 scrape_configs:
   - job_name: ray
     file_sd_configs:
-      - files: ["/tmp/ray/prom_metrics_service_discovery.json"]
+      - files: ["{sd_file}"]
   - job_name: rsc-api
     metrics_path: /metrics/prometheus
     static_configs:
-      - targets: ["127.0.0.1:8600"]
+      - targets: ["{api_target}"]
     # With api.token set: authorization: {{credentials: "<token>"}}
 """
+
+
+def prometheus_yaml(sd_file: str = RAY_SD_FILE, api_target: str = "127.0.0.1:8600",
+                    scrape_interval: str = "5s") -> str:
+    """The scrape config `dashboards build` writes; the Prometheus test runs it with its own paths and ports."""
+    return PROMETHEUS_YAML.format(sd_file=sd_file, api_target=api_target, scrape_interval=scrape_interval)
 
 
 def write_all(root: Path, dashboards_path: str = "/var/lib/grafana/dashboards/rsc",
@@ -280,7 +288,7 @@ def write_all(root: Path, dashboards_path: str = "/var/lib/grafana/dashboards/rs
                                                                    path=dashboards_path),
              prov / "datasources" / "rsc-prometheus.yaml": DATASOURCE_YAML.format(uid=DATASOURCE_UID,
                                                                                   prometheus_url=prometheus_url),
-             root / "prometheus.yml": PROMETHEUS_YAML}
+             root / "prometheus.yml": prometheus_yaml()}
     for path, text in files.items():
         path.write_text(text)
         written.append(path)
