@@ -28,7 +28,7 @@ import redis
 
 from actors.report_relay import StrategyReportRelay
 from cluster.config import VenueSection
-from cluster.messages import BookUpdate, ExecutionReport, Order, OrderStatus, Trade
+from cluster.messages import BookUpdate, ExecutionReport, Fill, Order, OrderStatus, Trade
 from cluster.portfolio import Portfolio
 from cluster.state_store import StateStore
 from dashboards.metrics import GatewayMetrics
@@ -50,6 +50,7 @@ from gateways.venue_adapter import (
     VenueTimeout,
     report,
     reports_from_truth,
+    venue_says_filled,
 )
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 RESOLVE_ATTEMPTS = 40
 RESOLVE_BACKOFF_MAX_S = 2.0
 CANCEL_RETRIES = 5
+RATE_LIMIT_WAIT_MAX_S = 60.0
+"""Longest single wait on a venue's back-off or ban before a query or cancel is tried again."""
 
 
 class GatewayRejected(ValueError):
@@ -107,12 +110,14 @@ class GatewayService:
         self.sent_at: dict[str, float] = {}
         self.cancel_wanted: set[str] = set()
         self.resolving: set[str] = set()
+        self.backing_off: set[str] = set()
+        """New orders refused by a rate limit, waiting for the venue's back-off to send again."""
         self.backlog: deque[Callable[[], Any]] = deque()
         self.tasks: set[asyncio.Task] = set()
         self.last_reconcile: Any = None
         self.counters: dict[str, int] = {"orders": 0, "fills": 0, "duplicate_fills": 0, "invalid_reports": 0,
                                          "redis_retries": 0, "unknown": 0, "resolved": 0, "not_sent": 0,
-                                         "queries": 0, "reconciles": 0}
+                                         "queries": 0, "reconciles": 0, "send_retries": 0}
 
     @property
     def venue(self) -> Any:
@@ -164,26 +169,81 @@ class GatewayService:
         self._persist(lambda: self.store.record_order(order, "submit"))
 
     async def send(self, order: Order) -> list[ExecutionReport]:
-        """Send a journaled PENDING_NEW order once. No answer -> UNKNOWN and a query, never a second send."""
-        current = self.orders.get(order.client_order_id)
-        if current is None or current.status is not OrderStatus.PENDING_NEW or order.client_order_id in self.sent_at:
+        """Send a journaled PENDING_NEW order once. No answer -> UNKNOWN and a query, never a second send.
+
+        A rate-limit refusal (a 429 back-off, a 418 ban, our own count of the venue's limit) means the
+        venue did not act on it: the same order, with the same client order id, is sent again after the
+        venue's back-off if that ends within `order_timeout_s` of the first attempt; otherwise it is
+        rejected with a reason that says so. Before sending again the venue is asked for the client
+        order id: if an earlier attempt did arrive after all, its state is applied and nothing is sent
+        (and a venue that answers a resend with a duplicate-id error sends it to a query): an order is
+        never placed twice.
+        """
+        coid = order.client_order_id
+        current = self.orders.get(coid)
+        if current is None or current.status is not OrderStatus.PENDING_NEW or coid in self.sent_at:
             return []  # canceled before it was sent, or already sent
-        self.sent_at[order.client_order_id] = time.monotonic()
+        first = time.monotonic()
+        timeout = float(self.cfg.order_timeout_s)
+        retry = False
+        while True:
+            self.sent_at[coid] = time.monotonic()
+            try:
+                if retry:
+                    placed = await self._placed_after_all(current)
+                    if placed is not None:
+                        return placed
+                reports = await self.adapter.submit(current)
+            except NotSent as exc:
+                self.counters["not_sent"] += 1
+                wait = exc.retry_after_s
+                used = time.monotonic() - first
+                if wait is None:
+                    return self._apply_emit([report(current, OrderStatus.REJECTED, reason=f"not sent: {exc}")])
+                if used + wait > timeout:
+                    why = (f"not sent: {exc}; the venue's back-off ({wait:.1f}s) outlasts the order timeout "
+                           f"({timeout:g}s, {used:.1f}s used)")
+                    return self._apply_emit([report(current, OrderStatus.REJECTED, reason=why)])
+                self.counters["send_retries"] += 1
+                log.info("gateway:%s: %s refused by the rate limit (%s); sending again in %.2fs", self.venue_name,
+                         coid, exc, wait)
+                self._persist(lambda o=current: self.store.record_order(o, "send_retry"))
+                self.backing_off.add(coid)
+                try:
+                    await asyncio.sleep(max(wait, 0.01))
+                finally:
+                    self.backing_off.discard(coid)
+                current = self.orders.get(coid)
+                if current is None or current.status is not OrderStatus.PENDING_NEW:
+                    return []  # canceled while it waited: never sent
+                retry = True
+                continue
+            except (VenueTimeout, VenueError) as exc:
+                return self._unknown(coid, f"new order: {exc}")
+            return self._apply_emit(reports)
+
+    async def _placed_after_all(self, order: Order) -> list[ExecutionReport] | None:
+        """Before a resend: None if the venue has no order with this client order id, else its state applied."""
+        self.counters["queries"] += 1
         try:
-            reports = await self.adapter.submit(current)
-        except NotSent as exc:
-            self.counters["not_sent"] += 1
-            return self._apply_emit([report(current, OrderStatus.REJECTED, reason=f"not sent: {exc}")])
-        except (VenueTimeout, VenueError) as exc:
-            return self._unknown(order.client_order_id, f"new order: {exc}")
-        return self._apply_emit(reports)
+            truth = await self.adapter.query(order)
+        except OrderNotFound:
+            return None
+        log.warning("gateway:%s: %s was placed by an attempt the venue refused; not sending it again",
+                    self.venue_name, order.client_order_id)
+        if truth.venue_order_id and order.venue_order_id is None:
+            order = self.orders[order.client_order_id] = msgspec.structs.replace(
+                order, venue_order_id=truth.venue_order_id)
+        self.counters["resolved"] += 1
+        return self._apply_emit(reports_from_truth(order, truth))
 
     def request_cancel(self, client_order_id: str) -> bool:
         order = self.orders.get(client_order_id)
         if order is None or order.status.is_terminal or order.status is OrderStatus.PENDING_CANCEL:
             return False
-        if order.status is OrderStatus.PENDING_NEW and client_order_id not in self.sent_at:
-            # Not at the venue yet: cancel locally, it will never be sent.
+        if order.status is OrderStatus.PENDING_NEW and (client_order_id not in self.sent_at
+                                                        or client_order_id in self.backing_off):
+            # Not at the venue (not sent yet, or refused by a rate limit): cancel locally, it will never be sent.
             self._apply_emit([report(order, OrderStatus.CANCELED, reason="canceled before sending")])
             return False
         self.cancel_wanted.add(client_order_id)
@@ -196,7 +256,8 @@ class GatewayService:
         return True
 
     async def cancel_at_venue(self, client_order_id: str) -> list[ExecutionReport]:
-        for attempt in range(CANCEL_RETRIES):
+        attempt = 0
+        while attempt < CANCEL_RETRIES:
             order = self.orders.get(client_order_id)
             if order is None or order.status.is_terminal:
                 return []
@@ -207,7 +268,12 @@ class GatewayService:
                 return await self.resolve(client_order_id)
             except NotSent as exc:
                 self.counters["not_sent"] += 1
-                await asyncio.sleep(min(getattr(exc.__cause__, "retry_after_s", 0.2) or 0.2, 5.0) * (attempt + 1))
+                if exc.retry_after_s is not None:
+                    # A back-off or ban uses up no attempt: the cancel must get through once it ends.
+                    await asyncio.sleep(min(max(exc.retry_after_s, 0.05), RATE_LIMIT_WAIT_MAX_S))
+                    continue
+                attempt += 1
+                await asyncio.sleep(0.2 * attempt)
             except VenueRejected as exc:
                 log.warning("gateway:%s: cancel %s refused: %s", self.venue_name, client_order_id, exc)
                 return await self.resolve(client_order_id)
@@ -236,8 +302,10 @@ class GatewayService:
         self.resolving.add(client_order_id)
         applied: list[ExecutionReport] = []
         delay = 0.05
+        attempts = 0
         try:
-            for _ in range(RESOLVE_ATTEMPTS):
+            while attempts < RESOLVE_ATTEMPTS:
+                attempts += 1
                 order = self.orders.get(client_order_id)
                 if order is None or order.status.is_terminal:
                     return applied
@@ -257,6 +325,10 @@ class GatewayService:
                     return applied
                 except (VenueError, NotSent) as exc:
                     log.info("gateway:%s: query %s failed: %s", self.venue_name, client_order_id, exc)
+                    if isinstance(exc, NotSent) and exc.retry_after_s is not None:
+                        attempts -= 1  # rate limited: nothing was asked; wait for the back-off or ban to end
+                        await asyncio.sleep(min(max(exc.retry_after_s, delay), RATE_LIMIT_WAIT_MAX_S))
+                        continue
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RESOLVE_BACKOFF_MAX_S)
                     continue
@@ -344,7 +416,13 @@ class GatewayService:
                 if key in self.seen_trades:
                     self.counters["duplicate_fills"] += 1
                     return None
-                order = self.sm.apply_fill(order, fill)
+                venue_done = False
+                if order.notional is not None and report_.status is OrderStatus.FILLED:
+                    # The venue's word completes a notional order, once every fill it counts is ours.
+                    venue_done = venue_says_filled(report_.status, report_.filled_qty, order.filled_qty + fill.qty)
+                    if not venue_done and needs_query is not None:
+                        needs_query.append(order.client_order_id)
+                order = self.sm.apply_fill(order, fill, venue_done=venue_done)
                 if report_.status.is_terminal and report_.status is not OrderStatus.FILLED \
                         and not order.status.is_terminal:
                     order = self.sm.transition(order, event_for_status(report_.status), report_.reason)
@@ -357,6 +435,11 @@ class GatewayService:
                 report_ = msgspec.structs.replace(report_, fill=fill)
             elif report_.status is order.status:
                 return None
+            elif report_.status is OrderStatus.FILLED and order.notional is not None and \
+                    venue_says_filled(report_.status, report_.filled_qty, order.filled_qty):
+                order = self.sm.complete_notional(order)
+                done = order
+                self._persist(lambda: self.store.record_order(done))
             else:
                 tol = FILL_TOLERANCE * abs(order.qty) + 1e-12
                 if (report_.status.is_terminal and report_.filled_qty > order.filled_qty + tol) or \
@@ -383,6 +466,49 @@ class GatewayService:
         return msgspec.structs.replace(report_, strategy=order.strategy, venue=self.venue_name, symbol=order.symbol,
                                        side=order.side, order_qty=order.qty, price=order.price, status=order.status,
                                        filled_qty=order.filled_qty, venue_order_id=order.venue_order_id)
+
+    def repair_fill(self, order: Order, fill: Fill) -> ExecutionReport | None:
+        """Record a fill the venue made for an order that is not open here (it went terminal while the
+        gateway was away, or its record was lost): journal, order and position in one transaction,
+        de-duplicated by trade id; the report goes to risk and the strategy like any fill.
+
+        The order keeps its terminal status unless the fill completes it (then FILLED). A notional
+        order's quantity becomes what was filled. More than the order's quantity is recorded all the
+        same (the venue's executions are the truth) and logged as an error.
+        """
+        key = f"{self.venue_name}:{fill.trade_id}"
+        if key in self.seen_trades:
+            self.counters["duplicate_fills"] += 1
+            return None
+        fill = msgspec.structs.replace(fill, client_order_id=order.client_order_id, strategy=order.strategy,
+                                       venue=self.venue_name, symbol=order.symbol, side=order.side)
+        filled = order.filled_qty + fill.qty
+        avg = (order.avg_fill_price * order.filled_qty + fill.price * fill.qty) / filled
+        tol = FILL_TOLERANCE * abs(order.qty) + 1e-12
+        qty, status = order.qty, order.status
+        if order.notional is not None:
+            qty = filled
+        elif filled > order.qty + tol:
+            log.error("gateway:%s: order %s: the venue filled %r of %r", self.venue_name, order.client_order_id,
+                      filled, order.qty)
+            qty = filled
+        if filled >= qty - tol:
+            status = OrderStatus.FILLED
+        repaired = msgspec.structs.replace(order, qty=qty, status=status, filled_qty=filled, avg_fill_price=avg,
+                                           reason=order.reason or "repaired by reconciliation",
+                                           updated_ts_ns=time.time_ns())
+        self.seen_trades.add(key)
+        position = self.portfolio.apply_fill(fill)
+        max_abs = self.portfolio.max_abs_net(fill.symbol)
+        self.counters["fills"] += 1
+        self.counters["repaired_fills"] = self.counters.get("repaired_fills", 0) + 1
+        if order.client_order_id in self.orders and status.is_terminal:
+            self.orders.pop(order.client_order_id, None)
+        self._persist(lambda: self.store.record_fill(repaired, fill, position, max_abs))
+        out = report(repaired, repaired.status, fill=fill, reason="repaired by reconciliation", filled_qty=filled)
+        out = msgspec.structs.replace(out, venue_order_id=repaired.venue_order_id)
+        self.emit([out])
+        return out
 
     # -- reconciliation ------------------------------------------------------------------------------
     async def reconcile(self, why: str = "start") -> Any:

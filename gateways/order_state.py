@@ -19,6 +19,11 @@ Conventions worth knowing:
 * REJECTED from PENDING_CANCEL exists for "the venue has no such order"
   (a cancel sent before the order arrived, or after it was lost). A venue
   adapter must not map an ordinary cancel-reject of a live order to REJECTED.
+* A notional order (an amount of quote currency: Alpaca `notional`, Binance
+  `quoteOrderQty`) carries risk's *estimate* of its quantity in `qty`. Its fills
+  may add up to more or less than that, so fills never complete it by
+  quantity: it is FILLED when the venue says so (`apply_fill(..., venue_done=True)`
+  or `complete_notional`), and its `qty` then becomes what was really filled.
 """
 
 from __future__ import annotations
@@ -145,11 +150,12 @@ class OrderStateMachine:
             changes["reason"] = reason
         return msgspec.structs.replace(order, **changes)
 
-    def apply_fill(self, order: Order, fill: Fill) -> Order:
+    def apply_fill(self, order: Order, fill: Fill, venue_done: bool = False) -> Order:
         """Add `fill` to the order's filled quantity and average price, then move it to PARTIALLY_FILLED or FILLED.
 
         A fill that completes the order within `FILL_TOLERANCE` sets filled_qty to exactly the order
-        quantity, so `remaining` is 0 and no dust is left working.
+        quantity, so `remaining` is 0 and no dust is left working. A notional order is completed only by
+        `venue_done` (the venue reported it filled with this fill); its quantity estimate may be exceeded.
         """
         if fill.client_order_id != order.client_order_id:
             raise InvalidTransition(order.client_order_id, order.status, OrderEvent.FILL,
@@ -157,6 +163,12 @@ class OrderStateMachine:
         if not fill.qty > 0.0:
             raise InvalidTransition(order.client_order_id, order.status, OrderEvent.FILL,
                                     f"fill quantity {fill.qty!r} is not positive")
+        filled = order.filled_qty + fill.qty
+        avg = (order.avg_fill_price * order.filled_qty + fill.price * fill.qty) / filled
+        if order.notional is not None:
+            moved = self.transition(order, OrderEvent.FILL if venue_done else OrderEvent.PARTIAL_FILL)
+            qty = filled if venue_done else max(order.qty, filled)
+            return msgspec.structs.replace(moved, qty=qty, filled_qty=filled, avg_fill_price=avg)
         tol = FILL_TOLERANCE * abs(order.qty)
         remaining = order.qty - order.filled_qty
         if fill.qty > remaining + tol:
@@ -165,6 +177,15 @@ class OrderStateMachine:
         complete = fill.qty >= remaining - tol
         event = OrderEvent.FILL if complete else OrderEvent.PARTIAL_FILL
         moved = self.transition(order, event)
-        filled = order.filled_qty + fill.qty
-        avg = (order.avg_fill_price * order.filled_qty + fill.price * fill.qty) / filled
         return msgspec.structs.replace(moved, filled_qty=order.qty if complete else filled, avg_fill_price=avg)
+
+    def complete_notional(self, order: Order) -> Order:
+        """The venue says a notional order is filled and we hold all its fills: its quantity is what was filled."""
+        if order.notional is None:
+            raise InvalidTransition(order.client_order_id, order.status, OrderEvent.FILL,
+                                    "only a notional order is completed by the venue's word")
+        if not order.filled_qty > 0.0:
+            raise InvalidTransition(order.client_order_id, order.status, OrderEvent.FILL,
+                                    "a filled notional order needs its fills first")
+        moved = self.transition(order, OrderEvent.FILL)
+        return msgspec.structs.replace(moved, qty=order.filled_qty)

@@ -5,7 +5,9 @@ The venue is the authority on how much we have used: Binance reports it in
 (200 requests a minute). We stop short of the limit until the window rolls
 over, back off for `Retry-After` on a 429, and on Binance's 418 (IP banned for
 ignoring 429s) send nothing at all until the ban ends. `check()` is called
-before every request, so a blocked venue costs no network round trip.
+before every request, so a blocked venue costs no network round trip. What
+to do with a refused request is the caller's: the gateway retries a new order
+(same client order id) after `retry_after_s` when its timeout allows.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ class LimitState(str, enum.Enum):
 class RateLimited(RuntimeError):
     """Nothing was sent: the venue is throttled, backing off or has banned us until `until` (monotonic s)."""
 
-    def __init__(self, venue: str, state: LimitState, until: float, detail: str = "") -> None:
+    def __init__(self, venue: str, state: LimitState, until: float, detail: str = "", now: float | None = None) -> None:
         self.venue = venue
         self.state = state
         self.until = until
-        self.retry_after_s = max(until - time.monotonic(), 0.0)
+        self.retry_after_s = max(until - (time.monotonic() if now is None else now), 0.0)
         super().__init__(f"{venue}: {state.value} for {self.retry_after_s:.1f}s{': ' + detail if detail else ''}")
 
 
@@ -73,12 +75,12 @@ class RateLimiter:
             self.used = 0
         if self.state is not LimitState.OK:
             if now < self.blocked_until:
-                raise RateLimited(self.venue, self.state, self.blocked_until)
+                raise RateLimited(self.venue, self.state, self.blocked_until, now=now)
             self._set(LimitState.OK, 0.0)
         if self.used + weight > self.limit * self.headroom:
             self.counts["throttled"] += 1
             raise RateLimited(self.venue, LimitState.THROTTLED, self.window_start + WINDOW_S,
-                              f"used {self.used} of {self.limit} this minute")
+                              f"used {self.used} of {self.limit} this minute", now=now)
         self.used += weight
 
     def on_response(self, status: int, headers: Mapping[str, str]) -> None:
@@ -93,9 +95,16 @@ class RateLimiter:
                 self.limit = int(lim)
             if rem is not None and rem.isdigit():
                 self.used = max(self.limit - int(rem), 0)
+            reset = headers.get("X-RateLimit-Reset") or headers.get("x-ratelimit-reset")
+            try:  # the venue's window ends at X-RateLimit-Reset (epoch seconds): follow its minute, not ours
+                left = float(reset) - time.time() if reset is not None else None
+            except ValueError:
+                left = None
+            if left is not None and 0.0 <= left <= WINDOW_S:
+                self.window_start = self.clock() + left - WINDOW_S
         if status in (429, 418):
             self.counts[str(status)] += 1
-            retry = _retry_after(headers)
+            retry = _retry_after(headers, reset_header=self.kind == "alpaca")
             self._set(LimitState.BANNED if status == 418 else LimitState.BACKOFF, self.clock() + retry)
         elif status >= 500:
             self.counts["5xx"] += 1
@@ -111,8 +120,15 @@ class RateLimiter:
                            round(max(self.blocked_until - self.clock(), 0.0), 3))
 
 
-def _retry_after(headers: Mapping[str, str]) -> float:
+def _retry_after(headers: Mapping[str, str], reset_header: bool = False) -> float:
+    """Seconds to wait: `Retry-After`, else (Alpaca) until `X-RateLimit-Reset` (epoch seconds), else a default."""
     raw = headers.get("Retry-After") or headers.get("retry-after")
+    if raw is None and reset_header:
+        reset = headers.get("X-RateLimit-Reset") or headers.get("x-ratelimit-reset")
+        try:
+            return min(max(float(reset) - time.time(), 0.0), WINDOW_S) if reset is not None else DEFAULT_RETRY_AFTER_S
+        except ValueError:
+            return DEFAULT_RETRY_AFTER_S
     try:
         return max(float(raw), 0.0) if raw is not None else DEFAULT_RETRY_AFTER_S
     except ValueError:

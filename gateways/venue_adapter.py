@@ -8,9 +8,13 @@ conclude:
 
 * `VenueTimeout`: the request may or may not have reached the venue -> UNKNOWN,
   resolved by `query` with the client order id, never by sending again.
-* `NotSent` (incl. `RateLimited` from gateways.rate_limit): nothing left this
-  process, or the venue provably refused it before acting (429/418) -> safe to
-  reject locally.
+* `NotSent`: nothing left this process, or the venue provably refused it
+  before acting (429/418). With `retry_after_s` set (a rate limit: our own
+  counter, a 429 back-off, a 418 ban), the same request may be sent again after
+  that long; the gateway retries a new order with the same client order id
+  while its timeout allows, else rejects it locally.
+* `DuplicateOrder`: the venue already has an order with this client order id
+  (a retry whose first attempt did arrive) -> resolved by query, like UNKNOWN.
 * `VenueRejected`: the venue answered no, with its message.
 """
 
@@ -37,7 +41,19 @@ class VenueTimeout(VenueError):
 
 
 class NotSent(VenueError):
-    """The request did not reach the venue, or was refused before the venue acted on it."""
+    """The request did not reach the venue, or was refused before the venue acted on it.
+
+    `retry_after_s`: set when a rate limit refused it (429 back-off, 418 ban, our own counter); the
+    request may be repeated after that many seconds. None: no point in repeating it by itself.
+    """
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DuplicateOrder(VenueError):
+    """The venue already holds an order with this client order id: query it, never send again."""
 
 
 class VenueRejected(VenueError):
@@ -65,6 +81,18 @@ class VenueOrder:
     side: str = ""
     qty: float = 0.0
     price: float | None = None
+
+
+@dataclass
+class VenueTrade:
+    """One execution from the venue's trade history (Binance myTrades, Alpaca FILL activities).
+
+    `fill.client_order_id` is empty when the venue's list does not carry it; the reconciler maps
+    `venue_order_id` to the order. `fill.strategy` is always empty here.
+    """
+
+    fill: Fill
+    venue_order_id: str
 
 
 ReportSink = Callable[[list[ExecutionReport]], None]
@@ -107,9 +135,23 @@ class VenueAdapter(abc.ABC):
     async def open_orders(self) -> list[VenueOrder]:
         return []
 
-    async def fills_since(self, orders: list[Order], since_ns: int) -> list[Fill]:
-        """Fills of the given (known) orders since `since_ns`, for reconciliation."""
-        return []
+    async def trades_since(self, since_ns: int, symbols: list[str], cursors: dict[str, str]
+                           ) -> tuple[list[VenueTrade], dict[str, str]]:
+        """Every execution of this account since `since_ns` (for `symbols` where the venue needs one),
+        oldest first, and the cursors to start from next time.
+
+        `cursors` are what the previous call returned (e.g. Binance's last trade id per symbol); a venue
+        uses them instead of the time where it can. Reconciliation de-duplicates by trade id.
+        """
+        return [], {}
+
+    async def order_by_venue_id(self, symbol: str, venue_order_id: str) -> VenueOrder:
+        """The venue's order by its own id (to name the client order id of a listed trade); raise OrderNotFound."""
+        raise OrderNotFound(venue_order_id)
+
+    async def positions(self) -> dict[str, float] | None:
+        """Net position per symbol as the venue keeps it, or None where it keeps none (Binance spot: balances)."""
+        return None
 
     async def balances(self) -> dict[str, float]:
         return {}
@@ -137,18 +179,31 @@ def report(order: Order, status: OrderStatus, fill: Fill | None = None, reason: 
                            fill=fill, reason=reason, ts_ns=now_ns())
 
 
+def venue_says_filled(status: OrderStatus, venue_filled: float, filled: float) -> bool:
+    """The venue reports the order FILLED and `filled` (what we count) is all of it."""
+    return status is OrderStatus.FILLED and filled >= venue_filled * (1 - 1e-9) and filled > 0.0
+
+
 def reports_from_truth(order: Order, truth: VenueOrder) -> list[ExecutionReport]:
     """Reports that bring `order` to what the venue says: each listed fill (the gateway drops ones it has), then the status.
 
-    A FILLED status is carried by the fills themselves; a terminal status is reported last, so every
-    fill is applied before the order closes.
+    A FILLED status is carried by the fills themselves (the last one says FILLED when the venue does and
+    the fills add up to the venue's filled quantity: that is what completes a notional order); a terminal
+    status is reported last, so every fill is applied before the order closes.
     """
     out: list[ExecutionReport] = []
     filled = 0.0
-    for f in sorted(truth.fills, key=lambda f: f.ts_ns):
+    fills = sorted(truth.fills, key=lambda f: f.ts_ns)
+    for i, f in enumerate(fills):
         filled += f.qty
-        done = filled >= order.qty * (1 - 1e-9)
+        if order.notional is not None:
+            done = i == len(fills) - 1 and venue_says_filled(truth.status, truth.filled_qty, filled)
+        else:
+            done = filled >= order.qty * (1 - 1e-9)
         out.append(report(order, OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED, fill=f, filled_qty=filled))
+    if truth.status is OrderStatus.FILLED and order.notional is not None:
+        # The venue's word on its own: completes a notional order whose fills all arrived earlier.
+        out.append(report(order, OrderStatus.FILLED, reason=truth.reason, filled_qty=truth.filled_qty))
     if truth.status is not OrderStatus.FILLED:
         status = truth.status
         if status is OrderStatus.NEW and truth.filled_qty > 0:
@@ -170,7 +225,10 @@ class PaperAdapter(VenueAdapter):
         self.venue = PaperVenue(maker_fee_bps, taker_fee_bps, trade_id_prefix=trade_id_prefix)
 
     async def submit(self, order: Order) -> list[ExecutionReport]:
-        return self.venue.submit(order)
+        # The matcher fills a notional order's quantity estimate and says FILLED when it has; the
+        # gateway's state machine then completes the notional order on that word.
+        return self.venue.submit(msgspec.structs.replace(order, notional=None) if order.notional is not None
+                                 else order)
 
     async def cancel(self, order: Order) -> list[ExecutionReport]:
         return self.venue.cancel(order.client_order_id)

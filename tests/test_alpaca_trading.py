@@ -116,3 +116,106 @@ def test_trade_update_parsing() -> None:
     canceled = parse_trade_update("alpaca", {**ev, "event": "canceled"})
     assert canceled is not None and canceled.status is OrderStatus.CANCELED and canceled.fill is None
     assert parse_trade_update("alpaca", {**ev, "event": "pending_new"}) is None
+
+
+# -- rate limits ---------------------------------------------------------------------------------------------
+def test_429_on_new_order_is_sent_again_after_retry_after(redis_url: str) -> None:
+    async def go() -> None:
+        async with rig(redis_url) as (sim, svc):
+            sim.faults.next_429 = 1
+            sim.faults.retry_after_s = 1.0
+            o = order(0.01, otype=OrderType.MARKET)
+            svc.accept(o)
+            t0 = time.monotonic()
+            await svc.send(o)
+            assert time.monotonic() - t0 >= 0.9, "it waited for Retry-After"
+            await until(lambda: o.client_order_id not in svc.orders)
+            final = svc.store.load_order(o.client_order_id)
+            assert final.status is OrderStatus.FILLED and final.filled_qty == pytest.approx(0.01)
+            assert sim.counts["refused_429"] == 1 and sim.counts["new_orders"] == 1
+            assert list(sim.orders) == [o.client_order_id]
+            assert svc.counters["send_retries"] == 1
+            # A back-off longer than the order timeout (5 s): rejected, saying so, nothing sent.
+            sim.faults.next_429 = 1
+            sim.faults.retry_after_s = 30.0
+            late = order(0.01, otype=OrderType.MARKET)
+            svc.accept(late)
+            await svc.send(late)
+            rej = svc.store.load_order(late.client_order_id)
+            assert rej.status is OrderStatus.REJECTED and "429" in rej.reason and "outlasts" in rej.reason
+            assert sim.counts["new_orders"] == 1
+
+    asyncio.run(go())
+
+
+def test_retry_after_a_429_whose_order_was_placed_is_resolved_not_duplicated(redis_url: str) -> None:
+    async def go() -> None:
+        async with rig(redis_url) as (sim, svc):
+            svc.adapter.stream_task.cancel()  # type: ignore[attr-defined]
+            bid = sim.exchange.markets["BTC/USD"].book_levels()[0][0][0]
+            sim.faults.accept_then_429 = 1
+            o = order(0.01, round(bid * 0.9, 1))
+            svc.accept(o)
+            await svc.send(o)
+            await until(lambda: svc.orders[o.client_order_id].status is OrderStatus.NEW)
+            assert sim.counts["new_orders"] == 1, "never two orders at the venue"
+            assert sim.counts["queries"] >= 1
+            journal = [f["event"] for _, f in svc.store.journal() if o.client_order_id in f["data"]]
+            assert journal[:3] == ["submit", "send_retry", "new"]
+
+    asyncio.run(go())
+
+
+def test_client_order_id_already_at_the_venue_is_resolved_by_query(redis_url: str) -> None:
+    async def go() -> None:
+        async with rig(redis_url) as (sim, svc):
+            svc.adapter.stream_task.cancel()  # type: ignore[attr-defined]
+            bid = sim.exchange.markets["BTC/USD"].book_levels()[0][0][0]
+            o = order(0.01, round(bid * 0.9, 1))
+            await svc.adapter.request("POST", "/v2/orders", body=svc.adapter.order_body(o))  # type: ignore[attr-defined]
+            svc.accept(o)
+            await svc.send(o)
+            journal = [f["event"] for _, f in svc.store.journal() if o.client_order_id in f["data"]]
+            assert "unknown" in journal, "client_order_id must be unique: resolved by query, not rejected"
+            await until(lambda: svc.orders[o.client_order_id].status is OrderStatus.NEW)
+            assert sim.counts["new_orders"] == 1
+
+    asyncio.run(go())
+
+
+# -- trade_updates disconnect ----------------------------------------------------------------------------------
+def test_stream_disconnect_reconnects_reauths_and_recovers_missed_fills_once(redis_url: str) -> None:
+    async def go() -> None:
+        async with rig(redis_url) as (sim, svc):
+            adapter: AlpacaAdapter = svc.adapter  # type: ignore[assignment]
+            bid = sim.exchange.markets["BTC/USD"].book_levels()[0][0][0]
+            o = order(0.01, round(bid * 0.9, 1))
+            coid = o.client_order_id
+            svc.accept(o)
+            await svc.send(o)
+            assert svc.orders[coid].status is OrderStatus.NEW
+            assert adapter.stream_connects == 1 and sim.counts["stream_auths"] == 1
+            assert await sim.disconnect_streams(down_s=0.5) == 1
+            sim.force_fill(coid, 0.004)  # nobody is listening: the event is lost
+            await asyncio.sleep(0.1)
+            assert svc.orders[coid].filled_qty == 0.0
+            await until(lambda: getattr(svc.last_reconcile, "why", "") == "reconnect", timeout=8)
+            assert sim.counts["stream_auths"] == 2 and adapter.stream_connects == 2, "re-authenticated"
+            assert len(sim.sockets) == 1, "listening to trade_updates again"
+            rep = svc.last_reconcile
+            assert rep.orders_changed == [coid] and len(rep.fills_recovered) == 1
+            assert svc.orders[coid].status is OrderStatus.PARTIALLY_FILLED
+            assert svc.orders[coid].filled_qty == pytest.approx(0.004)
+            sim.force_fill(coid, 0.006)  # the stream is back: this one arrives as an event
+            await until(lambda: coid not in svc.orders)
+            final = svc.store.load_order(coid)
+            assert final.status is OrderStatus.FILLED and final.filled_qty == pytest.approx(0.01)
+            again = await svc.reconcile("check")
+            assert again.fills_swept == 2 and not again.fills_recovered and not again.position_differences
+            fills = [f for f in svc.store.journal_fills() if f.client_order_id == coid]
+            assert len(fills) == 2 and len({f.trade_id for f in fills}) == 2, "no fill lost or doubled"
+            assert sum(f.qty for f in fills) == pytest.approx(0.01)
+            pos = {p.symbol: p.qty for p in svc.store.positions()}
+            assert pos["BTC/USD"] == pytest.approx(sim.positions["BTC/USD"])
+
+    asyncio.run(go())

@@ -248,37 +248,149 @@ def test_5xx_on_new_order_is_unknown_then_resolved_with_its_fills(redis_url: str
     run(go())
 
 
-def test_429_backs_off_and_418_stops_sending_until_the_ban_ends(redis_url: str) -> None:
+def test_429_on_new_order_is_sent_again_after_retry_after_with_the_same_id(redis_url: str) -> None:
+    async def go() -> None:
+        async with rig(redis_url, timeout_s=3.0) as r:
+            limits: list[Any] = []
+            r.service.on_limit = limits.append
+            bid, _ = r.book()
+            r.sim.faults.next_429 = 1
+            r.sim.faults.retry_after_s = 1
+            o = order(price=round(bid * 0.95, 1))
+            r.service.accept(o)
+            t0 = time.monotonic()
+            await r.service.send(o)
+            assert time.monotonic() - t0 >= 0.9, "it waited for the venue's Retry-After"
+            final = r.service.orders[o.client_order_id]
+            assert final.status is OrderStatus.NEW and final.venue_order_id
+            assert r.sim.counts["refused_429"] == 1 and r.sim.counts["new_orders"] == 1
+            assert list(r.sim.orders) == [o.client_order_id], "one order at the venue, under the same id"
+            assert r.service.counters["send_retries"] == 1
+            assert [lim.state.value for lim in limits] == ["backoff", "ok"], "risk is told of the back-off"
+            events = [f["event"] for _, f in r.store.journal() if o.client_order_id in f["data"]]
+            assert events[:2] == ["submit", "send_retry"] and "new" in events
+
+    run(go())
+
+
+def test_429_back_off_longer_than_the_order_timeout_rejects_it_saying_why(redis_url: str) -> None:
+    async def go() -> None:
+        async with rig(redis_url, timeout_s=1.0) as r:
+            bid, _ = r.book()
+            r.sim.faults.next_429 = 1
+            r.sim.faults.retry_after_s = 5
+            o = order(price=round(bid * 0.95, 1))
+            r.service.accept(o)
+            await r.service.send(o)
+            final = stored(r, o.client_order_id)
+            assert final.status is OrderStatus.REJECTED
+            assert "429" in final.reason and "outlasts the order timeout" in final.reason
+            assert r.sim.counts["new_orders"] == 0
+
+    run(go())
+
+
+def test_retry_whose_first_attempt_arrived_is_resolved_by_query_not_placed_twice(redis_url: str) -> None:
+    """The venue placed the order but answered 429: before resending, the query finds it; nothing is resent."""
+    async def go() -> None:
+        async with rig(redis_url, timeout_s=3.0) as r:
+            await r.adapter.user_stream.close()  # only the query can tell
+            bid, _ = r.book()
+            r.sim.faults.accept_then_429 = 1
+            r.sim.faults.retry_after_s = 1
+            o = order(price=round(bid * 0.95, 1))
+            r.service.accept(o)
+            await r.service.send(o)
+            await until(lambda: r.service.orders[o.client_order_id].status is OrderStatus.NEW, what="resolution")
+            assert r.sim.counts["new_orders"] == 1, "never two orders at the venue"
+            assert r.sim.counts["queries"] >= 1
+            journal = [f["event"] for _, f in r.store.journal() if o.client_order_id in f["data"]]
+            assert journal[:3] == ["submit", "send_retry", "new"]
+            assert r.service.orders[o.client_order_id].venue_order_id == str(r.sim.orders[o.client_order_id].order_id)
+
+    run(go())
+
+
+def test_duplicate_client_order_id_answer_is_resolved_by_query(redis_url: str) -> None:
+    """The venue already holds an open order with this id: "Duplicate order sent." is UNKNOWN, then a query."""
     async def go() -> None:
         async with rig(redis_url) as r:
+            await r.adapter.user_stream.close()
+            bid, _ = r.book()
+            o = order(price=round(bid * 0.95, 1))
+            rest = BinanceRest(r.url, CREDS)
+            await rest.start()
+            await rest.request("POST", "/api/v3/order", [
+                ("symbol", "BTCUSDT"), ("side", "BUY"), ("type", "LIMIT"), ("timeInForce", "GTC"),
+                ("quantity", "0.01"), ("price", f"{o.price}"), ("newClientOrderId", o.client_order_id)], signed=True)
+            await rest.close()
+            r.service.accept(o)
+            await r.service.send(o)
+            journal = [f["event"] for _, f in r.store.journal() if o.client_order_id in f["data"]]
+            assert "unknown" in journal
+            await until(lambda: r.service.orders[o.client_order_id].status is OrderStatus.NEW, what="resolution")
+            assert r.sim.counts["new_orders"] == 1
+
+    run(go())
+
+
+def test_418_ban_sends_nothing_until_it_ends_then_the_order_goes(redis_url: str) -> None:
+    async def go() -> None:
+        async with rig(redis_url, timeout_s=4.0) as r:
             limits: list[Any] = []
             r.service.on_limit = limits.append
             bid, _ = r.book()
             r.sim.faults.next_418 = 1
-            r.sim.faults.retry_after_s = 1
+            r.sim.faults.retry_after_s = 2
             a = order(price=round(bid * 0.95, 1))
             r.service.accept(a)
-            await r.service.send(a)
-            assert stored(r, a.client_order_id).status is OrderStatus.REJECTED
-            assert "banned" in stored(r, a.client_order_id).reason
+            task = asyncio.ensure_future(r.service.send(a))
+            await until(lambda: r.sim.counts["refused_418"] == 1, what="the ban")
+            requests_at_ban = r.sim.counts["requests"]
             assert limits and limits[-1].state.value == "banned"
-            before = r.sim.counts["new_orders"]
-            b = order(price=round(bid * 0.95, 1))
+            b = order(price=round(bid * 0.94, 1))  # a second order while banned: it waits too, nothing is sent
             r.service.accept(b)
-            await r.service.send(b)
-            assert r.sim.counts["new_orders"] == before, "nothing is sent while banned"
-            assert stored(r, b.client_order_id).status is OrderStatus.REJECTED
-            await asyncio.sleep(1.05)
+            task_b = asyncio.ensure_future(r.service.send(b))
+            await asyncio.sleep(1.0)
+            assert r.sim.counts["requests"] == requests_at_ban, "no request reaches the venue during the ban"
+            assert r.service.orders[a.client_order_id].status is OrderStatus.PENDING_NEW
+            await asyncio.gather(task, task_b)
+            for o in (a, b):
+                assert r.service.orders[o.client_order_id].status is OrderStatus.NEW
+            assert r.sim.counts["new_orders"] == 2 and r.sim.counts["refused_418"] == 1
+            assert limits[-1].state.value == "ok"
+            # A ban longer than the order timeout: rejected at once, with the reason, nothing sent.
+            r.sim.faults.next_418 = 1
+            r.sim.faults.retry_after_s = 30
             c = order(price=round(bid * 0.95, 1))
             r.service.accept(c)
             await r.service.send(c)
-            assert stored(r, c.client_order_id).status is OrderStatus.NEW
-            r.sim.faults.next_429 = 1
+            rej = stored(r, c.client_order_id)
+            assert rej.status is OrderStatus.REJECTED and "banned" in rej.reason and "outlasts" in rej.reason
             d = order(price=round(bid * 0.95, 1))
+            requests = r.sim.counts["requests"]
             r.service.accept(d)
             await r.service.send(d)
-            assert "backoff" in stored(r, d.client_order_id).reason
-            assert r.adapter.limiter.counts["429"] == 1 and r.adapter.limiter.counts["418"] == 1
+            assert "banned" in stored(r, d.client_order_id).reason
+            assert r.sim.counts["requests"] == requests, "while banned, refused locally without a request"
+
+    run(go())
+
+
+def test_cancel_of_an_order_waiting_out_a_back_off_is_local(redis_url: str) -> None:
+    async def go() -> None:
+        async with rig(redis_url, timeout_s=3.0) as r:
+            bid, _ = r.book()
+            r.sim.faults.next_429 = 1
+            r.sim.faults.retry_after_s = 2
+            o = order(price=round(bid * 0.95, 1))
+            r.service.accept(o)
+            task = asyncio.ensure_future(r.service.send(o))
+            await until(lambda: o.client_order_id in r.service.backing_off, what="the back-off")
+            assert r.service.request_cancel(o.client_order_id) is False  # nothing to cancel at the venue
+            assert await task == []
+            assert stored(r, o.client_order_id).status is OrderStatus.CANCELED
+            assert r.sim.counts["new_orders"] == 0
 
     run(go())
 

@@ -55,3 +55,19 @@ def test_alpaca_remaining_header() -> None:
         rl.check()
     rl.on_response(429, {})  # no Retry-After: a default back-off
     assert rl.status().state is LimitState.BACKOFF
+
+
+def test_alpaca_429_without_retry_after_waits_until_the_rate_limit_reset() -> None:
+    import time
+
+    clock = Clock()
+    rl = RateLimiter("alpaca", "alpaca", 200, clock=clock)
+    rl.on_response(429, {"X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "0",
+                         "X-RateLimit-Reset": str(int(time.time()) + 7)})
+    status = rl.status()
+    assert status.state is LimitState.BACKOFF and 5.5 <= status.retry_after_s <= 7.0
+    with pytest.raises(RateLimited) as exc:
+        rl.check()
+    assert 5.5 <= exc.value.retry_after_s <= 7.0
+    clock.t += 7.0
+    rl.check()

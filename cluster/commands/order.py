@@ -43,7 +43,14 @@ def register(sub: Any) -> None:
 
 
 def _connect(cfg: Any) -> Any:
-    """Join the running cluster's Ray namespace; returns the `ray` module."""
+    """Join the running cluster's Ray namespace; returns the `ray` module.
+
+    A process already connected to Ray (the driver that started the cluster, a test) uses its connection.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return ray
     from cluster.cli import CliError
     from cluster.launch import current_run_file
 
@@ -52,8 +59,6 @@ def _connect(cfg: Any) -> Any:
         raise CliError(f"no running cluster {cfg.cluster.name!r} found ({path} is missing); start one with `make run`")
     info = json.loads(path.read_text())
     import logging
-
-    import ray
 
     try:
         ray.init(address=info["ray_address"], namespace=info["namespace"], logging_level=logging.ERROR,

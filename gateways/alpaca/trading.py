@@ -10,9 +10,17 @@ https://api.alpaca.markets (`venues.<v>.rest_url`).
 The stream (`<stream_url>`, e.g. wss://paper-api.alpaca.markets/stream): send
 `{"action":"auth",...}`, then `{"action":"listen","data":{"streams":["trade_updates"]}}`;
 `fill`/`partial_fill` events carry the execution (trade id `execution_id`, `price`,
-`qty`), `canceled`/`rejected`/`expired` close the order. Quantities may be
-fractional; a `notional` order (quote amount instead of qty) is sent when the
-adapter is asked for one (`submit_notional`).
+`qty`), `canceled`/`rejected`/`expired` close the order. The stream does not
+replay what was missed while it was down: every reconnect (auth, listen, the
+`listening` answer) calls `on_reconnect`, and the gateway reconciles over REST.
+
+Quantities may be fractional (up to 9 decimals). An order with `Order.notional`
+set is sent with `notional` (a dollar amount) instead of `qty`; Alpaca takes it
+for market orders, `time_in_force` `day` for equities (`gtc`/`ioc` for crypto),
+and the venue decides the quantity: the order is complete when the venue says
+`fill`. A 429 is `NotSent` with the venue's back-off (`Retry-After`, else
+`X-RateLimit-Reset`); an answer "client_order_id must be unique" means an earlier
+attempt arrived (`DuplicateOrder`, resolved by query).
 """
 
 from __future__ import annotations
@@ -31,12 +39,14 @@ from cluster.messages import ExecutionReport, Fill, Liquidity, Order, OrderStatu
 from gateways.rate_limit import RateLimited, RateLimiter
 from gateways.secrets import Credentials
 from gateways.venue_adapter import (
+    DuplicateOrder,
     NotSent,
     OrderNotFound,
     VenueAdapter,
     VenueOrder,
     VenueRejected,
     VenueTimeout,
+    VenueTrade,
     report,
 )
 
@@ -45,6 +55,9 @@ log = logging.getLogger(__name__)
 LIVE_URL = "https://api.alpaca.markets"
 PAPER_URL = "https://paper-api.alpaca.markets"
 REQUESTS_PER_MIN = 200
+ACTIVITIES_PAGE_SIZE = 100
+LISTEN_ACK_TIMEOUT_S = 5.0
+DUPLICATE_COID_MSG = "client_order_id must be unique"
 
 STATUS: dict[str, OrderStatus] = {
     "new": OrderStatus.NEW, "accepted": OrderStatus.NEW, "pending_new": OrderStatus.PENDING_NEW,
@@ -60,6 +73,31 @@ EVENT_STATUS = {"new": OrderStatus.NEW, "canceled": OrderStatus.CANCELED, "rejec
 
 def _f(x: Any) -> float:
     return float(x) if x not in (None, "") else 0.0
+
+
+def fmt_amount(x: float) -> str:
+    """A quantity or notional as Alpaca takes it: plain decimal, at most 9 places (rounded down)."""
+    from decimal import ROUND_DOWN, Decimal
+
+    d = Decimal(repr(float(x))).quantize(Decimal("0.000000001"), rounding=ROUND_DOWN)
+    out = format(d.normalize(), "f")
+    return out if out not in ("-0", "") else "0"
+
+
+def is_crypto(symbol: str) -> bool:
+    """Alpaca crypto pairs are written BASE/QUOTE (BTC/USD); equities are tickers."""
+    return "/" in symbol
+
+
+def _iso(ns: int) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(max(ns, 0) / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _activity_trade_id(activity_id: str) -> str:
+    """A FILL activity's id is `<time>::<execution id>`; the execution id is what trade_updates calls it."""
+    return activity_id.rsplit("::", 1)[-1]
 
 
 def _iso_ns(ts: str) -> int:
@@ -118,7 +156,7 @@ class AlpacaAdapter(VenueAdapter):
         try:
             self.limiter.check(1)
         except RateLimited as exc:
-            raise NotSent(str(exc)) from exc
+            raise NotSent(str(exc), retry_after_s=exc.retry_after_s) from exc
         self.last_send_ns = time.perf_counter_ns()
         try:
             async with self.session.request(method, self.rest_url + path, params=params,
@@ -133,7 +171,9 @@ class AlpacaAdapter(VenueAdapter):
             raise VenueTimeout(f"{method} {path}: no answer ({type(exc).__name__})") from None
         self.limiter.on_response(status, headers)
         if status == 429:
-            raise NotSent(f"{method} {path}: HTTP 429, backing off")
+            limit = self.limiter.status()
+            raise NotSent(f"{method} {path}: HTTP 429, {limit.state.value} for {limit.retry_after_s:g}s",
+                          retry_after_s=limit.retry_after_s)
         if status >= 500:
             raise VenueTimeout(f"{method} {path}: HTTP {status}, outcome unknown")
         data = msgspec.json.decode(raw) if raw else {}
@@ -145,22 +185,35 @@ class AlpacaAdapter(VenueAdapter):
         return data
 
     # -- orders -------------------------------------------------------------------------------------------
-    def order_body(self, order: Order, notional: float | None = None) -> dict[str, Any]:
+    def order_body(self, order: Order) -> dict[str, Any]:
+        """The `POST /v2/orders` body; raises ValueError for a notional order Alpaca would refuse."""
         body: dict[str, Any] = {"symbol": order.symbol, "side": order.side.value,
                                 "type": "limit" if order.order_type is OrderType.LIMIT else "market",
                                 "time_in_force": order.tif.value, "client_order_id": order.client_order_id}
-        if notional is not None:
-            body["notional"] = repr(notional)
+        if order.notional is not None:
+            if order.order_type is not OrderType.MARKET:
+                raise ValueError("a notional order must be a market order")
+            if not order.notional > 0:
+                raise ValueError(f"notional {order.notional!r} must be positive")
+            body["notional"] = fmt_amount(order.notional)
+            if not is_crypto(order.symbol):
+                body["time_in_force"] = "day"  # fractional/notional equity orders are day orders only
         else:
-            body["qty"] = repr(order.qty)
+            body["qty"] = fmt_amount(order.qty)
         if order.order_type is OrderType.LIMIT and order.price is not None:
             body["limit_price"] = repr(order.price)
         return body
 
-    async def submit(self, order: Order, notional: float | None = None) -> list[ExecutionReport]:
+    async def submit(self, order: Order) -> list[ExecutionReport]:
         try:
-            data = await self.request("POST", "/v2/orders", body=self.order_body(order, notional))
+            body = self.order_body(order)
+        except ValueError as exc:
+            return [report(order, OrderStatus.REJECTED, reason=f"not sent: {exc}")]
+        try:
+            data = await self.request("POST", "/v2/orders", body=body)
         except VenueRejected as exc:
+            if DUPLICATE_COID_MSG in exc.message:
+                raise DuplicateOrder(f"alpaca {exc.code}: {exc.message}") from None
             return [report(order, OrderStatus.REJECTED, reason=f"alpaca {exc.code}: {exc.message}")]
         status = STATUS.get(data.get("status", ""), OrderStatus.NEW)
         vid = data.get("id")
@@ -172,10 +225,6 @@ class AlpacaAdapter(VenueAdapter):
             out.append(report(order, status, reason=f"alpaca {data.get('status')}",
                               filled_qty=_f(data.get("filled_qty"))))
         return out
-
-    async def submit_notional(self, order: Order, notional: float) -> list[ExecutionReport]:
-        """A notional (quote amount) market order; `order.qty` is the caller's estimate of the quantity."""
-        return await self.submit(order, notional)
 
     async def cancel(self, order: Order) -> list[ExecutionReport]:
         vid = order.venue_order_id or (await self.query(order)).venue_order_id
@@ -196,32 +245,51 @@ class AlpacaAdapter(VenueAdapter):
     async def query(self, order: Order) -> VenueOrder:
         data = await self.request("GET", "/v2/orders:by_client_order_id", params={"client_order_id": order.client_order_id})
         truth = self._venue_order(data)
-        if truth.filled_qty > 0:
-            truth.fills = [f for f in await self.fills_since([msgspec.structs.replace(order, venue_order_id=truth.venue_order_id)],
-                                                             order.created_ts_ns - 60_000_000_000)]
+        if truth.filled_qty > 0 and truth.venue_order_id:
+            since = (order.created_ts_ns or _iso_ns(data.get("created_at", ""))) - 60_000_000_000
+            trades = await self._activities(since)
+            truth.fills = [msgspec.structs.replace(t.fill, client_order_id=order.client_order_id, strategy=order.strategy)
+                           for t in trades if t.venue_order_id == truth.venue_order_id]
         return truth
+
+    async def order_by_venue_id(self, symbol: str, venue_order_id: str) -> VenueOrder:
+        return self._venue_order(await self.request("GET", f"/v2/orders/{venue_order_id}"))
 
     async def open_orders(self) -> list[VenueOrder]:
         data = await self.request("GET", "/v2/orders", params={"status": "open", "limit": "500"})
         return [self._venue_order(d) for d in data]
 
-    async def fills_since(self, orders: list[Order], since_ns: int) -> list[Fill]:
-        by_vid = {o.venue_order_id: o for o in orders if o.venue_order_id}
-        if not by_vid:
-            return []
-        from datetime import datetime, timezone
+    async def trades_since(self, since_ns: int, symbols: list[str], cursors: dict[str, str]
+                           ) -> tuple[list[VenueTrade], dict[str, str]]:
+        """Every FILL activity after `since_ns` (all symbols at once; Alpaca needs none named)."""
+        return await self._activities(since_ns), {}
 
-        after = datetime.fromtimestamp(max(since_ns, 0) / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
-        data = await self.request("GET", "/v2/account/activities/FILL", params={"after": after, "direction": "asc"})
-        out = []
-        for a in data:
-            o = by_vid.get(a.get("order_id"))
-            if o is None:
-                continue
-            out.append(Fill(client_order_id=o.client_order_id, trade_id=str(a["id"]), strategy=o.strategy,
-                            venue=self.name, symbol=o.symbol, side=o.side, price=_f(a["price"]), qty=_f(a["qty"]),
-                            liquidity=Liquidity.TAKER, ts_ns=_iso_ns(a.get("transaction_time", ""))))
+    async def _activities(self, since_ns: int) -> list[VenueTrade]:
+        """`GET /v2/account/activities/FILL?after=...&direction=asc`, page by page (`page_token` = last id)."""
+        out: list[VenueTrade] = []
+        token: str | None = None
+        while True:
+            params = {"after": _iso(since_ns), "direction": "asc", "page_size": str(ACTIVITIES_PAGE_SIZE)}
+            if token:
+                params["page_token"] = token
+            page = await self.request("GET", "/v2/account/activities/FILL", params=params)
+            if not isinstance(page, list):
+                break
+            for a in page:
+                side = Side.BUY if a.get("side") == "buy" else Side.SELL
+                fill = Fill(client_order_id="", trade_id=_activity_trade_id(str(a["id"])), strategy="", venue=self.name,
+                            symbol=a.get("symbol", ""), side=side, price=_f(a.get("price")), qty=_f(a.get("qty")),
+                            liquidity=Liquidity.TAKER, ts_ns=_iso_ns(a.get("transaction_time", "")))
+                out.append(VenueTrade(fill, str(a.get("order_id", ""))))
+            if len(page) < ACTIVITIES_PAGE_SIZE:
+                break
+            token = str(page[-1]["id"])
         return out
+
+    async def positions(self) -> dict[str, float] | None:
+        data = await self.request("GET", "/v2/positions")
+        return {p["symbol"]: _f(p["qty"]) * (-1.0 if p.get("side") == "short" and _f(p["qty"]) > 0 else 1.0)
+                for p in data}
 
     async def balances(self) -> dict[str, float]:
         acct = await self.request("GET", "/v2/account")
@@ -243,6 +311,7 @@ class AlpacaAdapter(VenueAdapter):
                     if auth.get("data", {}).get("status") != "authorized":
                         raise VenueRejected("auth", str(auth.get("data", {}).get("status", "unauthorized")))
                     await ws.send_str(json.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}))
+                    await self._await_listening(ws)
                     self.stream_connects += 1
                     delay = 0.1
                     self.stream_connected.set()
@@ -260,6 +329,20 @@ class AlpacaAdapter(VenueAdapter):
             self.stream_connected.clear()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+    async def _await_listening(self, ws: Any) -> None:
+        """Wait for the `listening` answer naming trade_updates (events that come first are applied)."""
+        deadline = time.monotonic() + LISTEN_ACK_TIMEOUT_S
+        while True:
+            msg = await ws.receive(timeout=max(deadline - time.monotonic(), 0.01))
+            if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                raise ConnectionError(f"stream closed before listening ({msg.type.name})")
+            data = _decode(msg)
+            if data.get("stream") == "listening":
+                if "trade_updates" not in data.get("data", {}).get("streams", []):
+                    raise VenueRejected("listen", f"not listening to trade_updates: {data.get('data')}")
+                return
+            self._on_message(data)
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         if msg.get("stream") != "trade_updates":
@@ -289,7 +372,8 @@ def parse_trade_update(venue: str, data: dict[str, Any]) -> ExecutionReport | No
         fill = Fill(client_order_id=coid, trade_id=str(data.get("execution_id", "")), strategy="", venue=venue,
                     symbol=o.get("symbol", ""), side=side, price=_f(data.get("price")), qty=_f(data.get("qty")),
                     liquidity=Liquidity.TAKER, ts_ns=_iso_ns(data.get("timestamp", "")))
-        status = OrderStatus.PARTIALLY_FILLED
+        # `fill` is the venue's word that the order is done (what completes a notional order).
+        status = OrderStatus.FILLED if event == "fill" else OrderStatus.PARTIALLY_FILLED
     elif event in EVENT_STATUS:
         status = EVENT_STATUS[event]
     else:

@@ -44,11 +44,15 @@ class SymbolFilters:
     quote_asset: str = ""
     status: str = "TRADING"
     filters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    quote_precision: int = 8
+    quote_order_qty_market_allowed: bool = True
 
     @classmethod
     def from_exchange_info(cls, entry: dict[str, Any]) -> SymbolFilters:
         return cls(symbol=entry["symbol"], base_asset=entry.get("baseAsset", ""), quote_asset=entry.get("quoteAsset", ""),
-                   status=entry.get("status", "TRADING"), filters={f["filterType"]: f for f in entry.get("filters", [])})
+                   status=entry.get("status", "TRADING"), filters={f["filterType"]: f for f in entry.get("filters", [])},
+                   quote_precision=int(entry.get("quoteAssetPrecision", entry.get("quotePrecision", 8))),
+                   quote_order_qty_market_allowed=bool(entry.get("quoteOrderQtyMarketAllowed", True)))
 
     @property
     def tick_size(self) -> Decimal:
@@ -120,6 +124,27 @@ class SymbolFilters:
                 if not (ref * _d(ps[down]) <= p <= ref * _d(ps[up])):
                     raise FilterRejected("PERCENT_PRICE_BY_SIDE", f"price {fmt_decimal(p)} outside the band for {side}")
         return q, p
+
+
+    def prepare_quote(self, quote_qty: float) -> Decimal:
+        """A MARKET order's `quoteOrderQty`: rounded down to the quote asset's precision, checked against
+        MIN_NOTIONAL / NOTIONAL (the venue picks the quantity, within LOT_SIZE, to match it)."""
+        if self.status != "TRADING":
+            raise FilterRejected("SYMBOL_STATUS", f"{self.symbol} is {self.status}")
+        if not self.quote_order_qty_market_allowed:
+            raise FilterRejected("QUOTE_ORDER_QTY", f"{self.symbol} does not take quoteOrderQty market orders")
+        q = round_to_step(_d(quote_qty), Decimal(1).scaleb(-self.quote_precision), ROUND_FLOOR)
+        if q <= 0:
+            raise FilterRejected("NOTIONAL", "quoteOrderQty rounds to zero")
+        for name in ("MIN_NOTIONAL", "NOTIONAL"):
+            f = self.filters.get(name)
+            if not f or not f.get("applyToMarket", f.get("applyMinToMarket", True)):
+                continue
+            if q < _d(f["minNotional"]):
+                raise FilterRejected(name, f"quoteOrderQty {fmt_decimal(q)} < minNotional {f['minNotional']}")
+            if name == "NOTIONAL" and "maxNotional" in f and q > _d(f["maxNotional"]) and f.get("applyMaxToMarket", True):
+                raise FilterRejected(name, f"quoteOrderQty {fmt_decimal(q)} > maxNotional {f['maxNotional']}")
+        return q
 
 
 class ExchangeFilters:

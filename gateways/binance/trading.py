@@ -8,9 +8,13 @@ and `GET /api/v3/order` by origClientOrderId, `GET /api/v3/openOrders`,
 `X-MBX-APIKEY`, and the signature last (gateways.binance.signing).
 
 How answers map: 4xx with `{"code", "msg"}` is a definite answer (a new order
-becomes REJECTED with the venue's message); 429/418 mean the request was
-refused by the rate limiter before it was acted on (nothing sent, the limiter
-backs off); 5xx, a timeout or a dropped connection mean the outcome is unknown.
+becomes REJECTED with the venue's message, except "Duplicate order sent.", which
+means an earlier attempt with this client order id arrived: resolved by query);
+429/418 mean the request was refused by the rate limiter before it was acted on
+(`NotSent` with `retry_after_s`: the gateway may send it again after the
+back-off or the ban); 5xx, a timeout or a dropped connection mean the outcome is
+unknown. A notional order (`Order.notional`) is a MARKET order with
+`quoteOrderQty`: the venue picks the quantity.
 """
 
 from __future__ import annotations
@@ -31,13 +35,16 @@ from gateways.binance.signing import Ed25519Signer, HmacSigner, encode_params, s
 from gateways.rate_limit import RateLimited, RateLimiter
 from gateways.secrets import Credentials
 from gateways.venue_adapter import (
+    DuplicateOrder,
     NotSent,
     OrderNotFound,
     VenueAdapter,
     VenueOrder,
     VenueRejected,
     VenueTimeout,
+    VenueTrade,
     report,
+    venue_says_filled,
 )
 
 log = logging.getLogger(__name__)
@@ -49,6 +56,11 @@ STATUS: dict[str, OrderStatus] = {
 }
 ORDER_DOES_NOT_EXIST = -2013
 UNKNOWN_ORDER_SENT = -2011
+NEW_ORDER_REJECTED = -2010
+DUPLICATE_ORDER_MSG = "Duplicate order sent."
+MY_TRADES_LIMIT = 1000
+DAY_MS = 24 * 3600 * 1000
+MY_TRADES_MAX_LOOKBACK_MS = 30 * DAY_MS
 TIMESTAMP_OUTSIDE_RECV_WINDOW = -1021
 WEIGHT_LIMIT_DEFAULT = 6000
 REF_PRICE_MAX_AGE_S = 5.0
@@ -100,7 +112,7 @@ class BinanceRest:
         try:
             self.limiter.check(weight)
         except RateLimited as exc:
-            raise NotSent(str(exc)) from exc
+            raise NotSent(str(exc), retry_after_s=exc.retry_after_s) from exc
         params = list(params or [])
         if signed:
             assert self._signer is not None, "signed request without credentials"
@@ -120,8 +132,9 @@ class BinanceRest:
             raise VenueTimeout(f"{method} {path}: no answer ({type(exc).__name__})") from None
         self.limiter.on_response(status, headers)
         if status in (429, 418):
-            raise NotSent(f"{method} {path}: HTTP {status}, {self.limiter.status().state.value} "
-                          f"for {headers.get('Retry-After', '?')}s")
+            limit = self.limiter.status()
+            raise NotSent(f"{method} {path}: HTTP {status}, {limit.state.value} for {limit.retry_after_s:g}s",
+                          retry_after_s=limit.retry_after_s)
         if status >= 500:
             raise VenueTimeout(f"{method} {path}: HTTP {status}, execution status unknown")
         try:
@@ -220,6 +233,12 @@ class BinanceAdapter(VenueAdapter):
         assert self.filters is not None
         side = "BUY" if order.side is Side.BUY else "SELL"
         otype = "LIMIT" if order.order_type is OrderType.LIMIT else "MARKET"
+        if order.notional is not None:
+            if otype != "MARKET":
+                raise FilterRejected("ORDER_TYPE", "a notional (quoteOrderQty) order must be a MARKET order")
+            quote = self.filters.get(order.symbol).prepare_quote(order.notional)
+            return [("symbol", order.symbol), ("side", side), ("type", "MARKET"), ("quoteOrderQty", fmt_decimal(quote)),
+                    ("newClientOrderId", order.client_order_id), ("newOrderRespType", "FULL")]
         qty, price = self.filters.get(order.symbol).prepare(side, otype, order.qty, order.price,
                                                             await self.ref_price(order.symbol))
         params: list[tuple[str, Any]] = [("symbol", order.symbol), ("side", side), ("type", otype)]
@@ -239,22 +258,32 @@ class BinanceAdapter(VenueAdapter):
         try:
             data = await self.rest.request("POST", "/api/v3/order", params, signed=True, weight=1)
         except VenueRejected as exc:
+            if exc.code == NEW_ORDER_REJECTED and exc.message == DUPLICATE_ORDER_MSG:
+                raise DuplicateOrder(f"binance {exc.code}: {exc.message}") from None
             return [report(order, OrderStatus.REJECTED, reason=f"binance {exc.code}: {exc.message}")]
         return self._reports_from_response(order, data)
 
     def _reports_from_response(self, order: Order, data: dict[str, Any]) -> list[ExecutionReport]:
-        """Ack, then each fill of a FULL response, then a terminal status that is not FILLED (fills carry that)."""
+        """Ack, then each fill of a FULL response, then a terminal status that is not FILLED (fills carry that).
+
+        The last fill says FILLED when the venue does and the fills add up to `executedQty`: that
+        completes a notional order, whose quantity only the venue knows.
+        """
         vid = str(data.get("orderId", "")) or None
         status = STATUS.get(data.get("status", ""), OrderStatus.NEW)
         quote = self.quote_asset(order.symbol)
         ts_ms = int(data.get("transactTime") or data.get("updateTime") or time.time() * 1000)
         out = [msgspec.structs.replace(report(order, OrderStatus.NEW, filled_qty=0.0), venue_order_id=vid)]
         filled = 0.0
-        for f in data.get("fills", []):
+        executed = _f(data.get("executedQty"))
+        fills = data.get("fills", [])
+        for i, f in enumerate(fills):
             fill = fill_from_trade(self.name, order.client_order_id, order.symbol, order.side, f["tradeId"], f["price"],
                                    f["qty"], f.get("commission"), f.get("commissionAsset", ""), quote, False, ts_ms)
             filled += fill.qty
-            out.append(report(order, OrderStatus.PARTIALLY_FILLED, fill=fill, filled_qty=filled))
+            done = i == len(fills) - 1 and venue_says_filled(status, executed, filled)
+            out.append(report(order, OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED, fill=fill,
+                              filled_qty=filled))
         if status.is_terminal and status is not OrderStatus.FILLED:
             out.append(report(order, status, reason=f"binance {data.get('status', '').lower()}",
                               filled_qty=_f(data.get("executedQty"))))
@@ -311,15 +340,63 @@ class BinanceAdapter(VenueAdapter):
         data = await self.rest.request("GET", "/api/v3/openOrders", signed=True, weight=80)
         return [self._venue_order(d) for d in data]
 
-    async def fills_since(self, orders: list[Order], since_ns: int) -> list[Fill]:
-        out: list[Fill] = []
-        by_symbol: dict[str, dict[str, Order]] = {}
-        for o in orders:
-            if o.venue_order_id:
-                by_symbol.setdefault(o.symbol, {})[o.venue_order_id] = o
-        for symbol, by_vid in by_symbol.items():
-            out += await self._trades(symbol, [("startTime", since_ns // 1_000_000)], by_vid)
-        return out
+    async def trades_since(self, since_ns: int, symbols: list[str], cursors: dict[str, str]
+                           ) -> tuple[list[VenueTrade], dict[str, str]]:
+        """`GET /api/v3/myTrades` per symbol: from the last trade id seen (`fromId`) where known, else by
+        `startTime` in windows of at most 24 hours (the venue's limit), then page on by `fromId`."""
+        out: list[VenueTrade] = []
+        new_cursors: dict[str, str] = {}
+        now_ms = self.rest.now_ms()
+        for symbol in sorted(set(symbols)):
+            if self.filters is not None and symbol not in self.filters.symbols:
+                continue
+            rows: list[dict[str, Any]] = []
+            last_id = cursors.get(symbol)
+            if last_id is None:
+                start = max(since_ns // 1_000_000, now_ms - MY_TRADES_MAX_LOOKBACK_MS)
+                while start <= now_ms:
+                    page = await self._my_trades(symbol, [("startTime", start), ("endTime", start + DAY_MS - 1)])
+                    rows += page
+                    if len(page) >= MY_TRADES_LIMIT:
+                        last_id = str(page[-1]["id"])  # the rest of the way by id
+                        break
+                    start += DAY_MS
+            while last_id is not None:
+                page = await self._my_trades(symbol, [("fromId", int(last_id) + 1)])
+                rows += page
+                if len(page) < MY_TRADES_LIMIT:
+                    break
+                last_id = str(page[-1]["id"])
+            seen: set[int] = set()
+            quote = self.quote_asset(symbol)
+            for t in sorted(rows, key=lambda t: int(t["id"])):
+                if int(t["id"]) in seen:
+                    continue
+                seen.add(int(t["id"]))
+                side = Side.BUY if t.get("isBuyer") else Side.SELL
+                fill = fill_from_trade(self.name, "", symbol, side, t["id"], t["price"], t["qty"], t.get("commission"),
+                                       t.get("commissionAsset", ""), quote, bool(t.get("isMaker")), int(t.get("time", 0)))
+                out.append(VenueTrade(fill, str(t["orderId"])))
+            top = max(seen) if seen else (int(cursors[symbol]) if symbol in cursors else None)
+            if top is not None:
+                new_cursors[symbol] = str(top)
+        out.sort(key=lambda vt: vt.fill.ts_ns)
+        return out, new_cursors
+
+    async def _my_trades(self, symbol: str, extra: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+        data = await self.rest.request("GET", "/api/v3/myTrades", [("symbol", symbol), *extra,
+                                                                    ("limit", MY_TRADES_LIMIT)], signed=True, weight=20)
+        return list(data) if isinstance(data, list) else []
+
+    async def order_by_venue_id(self, symbol: str, venue_order_id: str) -> VenueOrder:
+        try:
+            data = await self.rest.request("GET", "/api/v3/order", [("symbol", symbol), ("orderId", venue_order_id)],
+                                           signed=True, weight=4)
+        except VenueRejected as exc:
+            if exc.code == ORDER_DOES_NOT_EXIST:
+                raise OrderNotFound(f"binance {exc.code}: {exc.message}") from None
+            raise
+        return self._venue_order(data)
 
     async def balances(self) -> dict[str, float]:
         data = await self.rest.request("GET", "/api/v3/account", [("omitZeroBalances", "true")], signed=True, weight=20)

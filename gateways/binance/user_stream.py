@@ -45,8 +45,8 @@ def parse_execution_report(venue: str, ev: dict[str, Any], quote_asset: str = ""
     if x == "TRADE":
         fill = fill_from_trade(venue, coid, ev.get("s", ""), side, ev["t"], ev["L"], ev["l"], ev.get("n"),
                                ev.get("N") or "", quote_asset, bool(ev.get("m")), int(ev.get("T") or ev.get("E") or 0))
-        if status is OrderStatus.FILLED:
-            status = OrderStatus.PARTIALLY_FILLED  # the fill decides completion against the order
+        # FILLED stays on the last fill: the gateway completes an order by its fills' quantity, and a
+        # notional (quoteOrderQty) order, whose quantity only the venue knows, by this word.
     else:
         status = EXEC_TYPE_STATUS.get(x, status)
     reason = ev.get("r", "") if ev.get("r") not in (None, "NONE") else ""

@@ -9,8 +9,16 @@ are kept by clientOrderId, and produce `executionReport` events with trade ids
 on `/ws/<listenKey>` (served by a middleware, since `/ws/{stream}` belongs to
 the market-data module).
 
+A MARKET order may give `quoteOrderQty` instead of `quantity`: the venue walks
+the book to spend (receive) that much quote asset and rounds the quantity down
+to the lot step, as Binance does. `myTrades` takes `startTime`, `endTime`,
+`fromId`, `orderId` and `limit` (at most 1000).
+
 Deterministic fault hooks for tests and the bench live in `BinanceFaults`
-(`app[BINANCE_TRADING].faults`, or `POST /sim/binance/faults` with JSON).
+(`app[BINANCE_TRADING].faults`, or `POST /sim/binance/faults` with JSON): 429
+with `Retry-After`, a 418 ban during which every signed request is refused,
+an order placed but answered 429 (`accept_then_429`), no answer, 5xx, fills
+racing cancels, and user-stream outages.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import asyncio
 import contextlib
 import secrets
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -27,7 +35,7 @@ import msgspec
 from aiohttp import web
 
 from cluster.messages import BookUpdate, ExecutionReport, Order, OrderStatus, OrderType, Side, TimeInForce
-from gateways.binance.filters import ExchangeFilters, FilterRejected
+from gateways.binance.filters import ExchangeFilters, FilterRejected, fmt_decimal
 from gateways.binance.signing import payload_of, verify_ed25519, verify_hmac
 from gateways.paper import IOC_REMAINDER, PaperVenue
 from gateways.venue_sim.exchange import SimExchange
@@ -50,8 +58,10 @@ class BinanceFaults:
     drop_hold_s: float = 5.0
     new_5xx: int = 0  # accept a new order, then answer 500 (status unknown)
     next_429: int = 0  # refuse the next signed requests with 429 + Retry-After
-    next_418: int = 0  # ... with 418 (banned) + Retry-After
+    next_418: int = 0  # ... with 418 (banned) + Retry-After; every request is refused until the ban ends
     retry_after_s: int = 1
+    accept_then_429: int = 0  # place the next new orders, then answer 429 (a retry must not place it twice)
+    banned_until: float = 0.0  # monotonic; set by a 418
     fill_before_cancel: int = 0  # a fill races the next cancels: fill the order fully before it is canceled
     partial_fill_before_cancel: int = 0  # fill half of the order, then cancel the rest
     user_stream_down_s: float = 0.0  # refuse user-stream connections until then (monotonic, set by disconnect)
@@ -74,6 +84,7 @@ class SimOrder:
     updated_ms: int
     status: str = "NEW"
     quote_qty: float = 0.0
+    quote_order_qty: float = 0.0  # what a quoteOrderQty MARKET order asked to spend (or receive)
 
 
 @dataclass
@@ -109,7 +120,8 @@ class BinanceTradingSim:
         self.next_order_id = 1
         self.listen_keys: dict[str, str] = {}  # listen key -> api key
         self.sockets: dict[str, set[web.WebSocketResponse]] = {}
-        self.counts = {"new_orders": 0, "cancels": 0, "queries": 0, "bad_signatures": 0, "events": 0}
+        self.counts = {"new_orders": 0, "cancels": 0, "queries": 0, "bad_signatures": 0, "events": 0,
+                       "requests": 0, "refused_429": 0, "refused_418": 0}
         self.weight: dict[int, int] = {}
         self.order_recv_ns: list[int] = []
         exchange.add_listener(self._on_tick)
@@ -126,14 +138,21 @@ class BinanceTradingSim:
                     ) -> tuple[Account | None, dict[str, str], web.Response | None, dict[str, str]]:
         import time
 
+        self.counts["requests"] += 1
         minute = int(time.time() // 60)
         used = self.weight.get(minute, 0) + 1
         self.weight = {minute: used}
         headers = {"X-MBX-USED-WEIGHT-1M": str(used)}
-        if self.faults.take("next_418"):
+        banned_for = self.faults.banned_until - time.monotonic()
+        if self.faults.take("next_418") or banned_for > 0:
+            self.counts["refused_418"] += 1
+            if banned_for <= 0:
+                self.faults.banned_until = time.monotonic() + self.faults.retry_after_s
+                banned_for = float(self.faults.retry_after_s)
             return None, {}, _err(418, -1003, "Way too much request weight used; IP banned until later.",
-                                  {**headers, "Retry-After": str(self.faults.retry_after_s)}), headers
+                                  {**headers, "Retry-After": str(max(int(banned_for + 0.999), 1))}), headers
         if self.faults.take("next_429"):
+            self.counts["refused_429"] += 1
             return None, {}, _err(429, -1003, "Too much request weight used; please use WebSocket Streams.",
                                   {**headers, "Retry-After": str(self.faults.retry_after_s)}), headers
         acct = self.accounts.get(request.headers.get("X-MBX-APIKEY", ""))
@@ -255,7 +274,7 @@ class BinanceTradingSim:
         else:
             out.update({"stopPrice": "0.00000000", "icebergQty": "0.00000000", "time": so.created_ms,
                         "updateTime": so.updated_ms, "isWorking": so.status in ("NEW", "PARTIALLY_FILLED"),
-                        "origQuoteOrderQty": "0.00000000"})
+                        "origQuoteOrderQty": _num(so.quote_order_qty)})
         return out
 
     # -- REST handlers -------------------------------------------------------------------------------------
@@ -279,6 +298,19 @@ class BinanceTradingSim:
         existing = self.orders.get(coid)
         if existing is not None and existing.status in ("NEW", "PARTIALLY_FILLED"):
             return _err(400, -2010, "Duplicate order sent.", headers)
+        book = self._book(sym)
+        quote_order_qty = 0.0
+        if "quoteOrderQty" in p:
+            if otype != "MARKET" or "quantity" in p:
+                return _err(400, -1106, "Parameter 'quoteOrderQty' sent when not required.", headers)
+            try:
+                quote_order_qty = float(p["quoteOrderQty"])
+                self.filters.get(sym).prepare_quote(quote_order_qty)
+            except ValueError:
+                return _err(400, -1100, "Illegal characters found in parameter 'quoteOrderQty'.", headers)
+            except FilterRejected as exc:
+                return _err(400, -1013, f"Filter failure: {exc.filter_type}", headers)
+            p["quantity"] = fmt_decimal(self._qty_for_quote(sym, side, quote_order_qty, book))
         try:
             qty = float(p["quantity"])
             price = float(p["price"]) if otype == "LIMIT" else None
@@ -288,7 +320,6 @@ class BinanceTradingSim:
         tif = p.get("timeInForce", "GTC" if otype == "LIMIT" else "")
         if otype == "LIMIT" and tif not in ("GTC", "IOC"):
             return _err(400, -1115, "Invalid timeInForce.", headers)
-        book = self._book(sym)
         try:
             q, pr = self.filters.get(sym).prepare(side, otype, qty, price, book.mid)
         except FilterRejected as exc:
@@ -307,7 +338,7 @@ class BinanceTradingSim:
                       side=Side.BUY if side == "BUY" else Side.SELL, qty=qty,
                       order_type=OrderType.LIMIT if otype == "LIMIT" else OrderType.MARKET, price=price,
                       tif=TimeInForce.IOC if tif == "IOC" else TimeInForce.GTC)
-        so = SimOrder(order, self.next_order_id, otype, tif or "GTC", now, now)
+        so = SimOrder(order, self.next_order_id, otype, tif or "GTC", now, now, quote_order_qty=quote_order_qty)
         self.next_order_id += 1
         self.orders[coid] = so
         self.order_owner[coid] = acct.api_key
@@ -318,6 +349,10 @@ class BinanceTradingSim:
             await asyncio.sleep(self.faults.drop_hold_s)
         if self.faults.take("new_5xx"):
             return _err(500, -1000, "An unknown error occurred while processing the request.", headers)
+        if self.faults.take("accept_then_429"):
+            self.counts["refused_429"] += 1
+            return _err(429, -1003, "Too much request weight used; please use WebSocket Streams.",
+                        {**headers, "Retry-After": str(self.faults.retry_after_s)})
         resp_type = p.get("newOrderRespType", "FULL" if otype == "MARKET" else "RESULT")
         if resp_type == "ACK":
             body: dict[str, Any] = {"symbol": sym, "orderId": so.order_id, "orderListId": -1, "clientOrderId": coid,
@@ -358,6 +393,25 @@ class BinanceTradingSim:
         body.update({"origClientOrderId": so.order.client_order_id, "clientOrderId": cancel_id,
                      "transactTime": so.updated_ms})
         return web.json_response(body, headers=headers)
+
+    def _qty_for_quote(self, symbol: str, side: str, quote: float, book: BookUpdate) -> Decimal:
+        """The quantity a quoteOrderQty MARKET order executes: walk the book until `quote` is spent
+        (received), rounded down to the lot step, as the venue does (LOT_SIZE is never broken)."""
+        levels = book.asks if side == "BUY" else book.bids
+        left, qty = quote, 0.0
+        for price, size in levels:
+            take = min(size, left / price)
+            qty += take
+            left -= take * price
+            if left <= 1e-12:
+                break
+        step = self.filters.symbols[symbol].step_size
+        return (Decimal(repr(qty)) / step).to_integral_value(rounding=ROUND_FLOOR) * step if step > 0 else \
+            Decimal(repr(qty))
+
+    def force_fill(self, client_order_id: str, qty: float) -> None:
+        """Trade `qty` of a resting order at its price now (a fill that happens while nobody listens)."""
+        self._force_fill(self.orders[client_order_id], qty)
 
     def _force_fill(self, so: SimOrder, qty: float) -> None:
         """A fill that got to the matcher first: trade `qty` at the order's price."""
@@ -420,9 +474,11 @@ class BinanceTradingSim:
             out = [t for t in out if str(t["orderId"]) == p["orderId"]]
         if "startTime" in p:
             out = [t for t in out if t["time"] >= int(p["startTime"])]
+        if "endTime" in p:
+            out = [t for t in out if t["time"] <= int(p["endTime"])]
         if "fromId" in p:
             out = [t for t in out if t["id"] >= int(p["fromId"])]
-        return web.json_response(out[: int(p.get("limit", "500"))], headers=headers)
+        return web.json_response(out[: min(int(p.get("limit", "500")), 1000)], headers=headers)
 
     async def avg_price(self, request: web.Request) -> web.Response:
         sym = request.query.get("symbol", "")
