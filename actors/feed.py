@@ -5,9 +5,14 @@ message). Subscribers get conflated deliveries, at most one in flight each;
 book updates travel through the object store (one `ray.put`, the reference
 fanned out to every subscriber of the symbol).
 
-Where the messages come from is `market.source`: the venue simulator or the real venue over
-real sockets (the Binance or Alpaca feed handler, `endpoints` says which and where), or the
-built-in seeded market stepped in-process (`builtin`, no sockets).
+Where the messages come from is `market.source`: the venue simulator (serving its seeded market,
+or a recording for `replay`) or the real venue over real sockets (the Binance or Alpaca feed
+handler, `endpoints` says which and where), or the built-in seeded market stepped in-process
+(`builtin`, no sockets).
+
+`feeds.record` makes the actor record what it receives (`gateways.recording.FeedRecording`): raw
+messages with receive timestamps (gzip JSONL, replayable by the simulator) and normalized books and
+trades (Parquet). With recording off nothing is added to the message path.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 
 import ray
 
-from cluster.config import FeedSection, MarketSection, SymbolSection
+from cluster.config import FeedSection, MarketSection, RecordSection, SymbolSection
 from cluster.conflation import SubscriberChannel
 from cluster.messages import BookUpdate, MarkPrice, Trade
 from dashboards.metrics import FeedMetrics
@@ -41,9 +46,9 @@ def feed_endpoints(cfg: Any, venue: str, simulator_url: str = "") -> dict[str, s
         return None
     vcfg = cfg.venues[venue]
     protocol = "alpaca" if vcfg.type == "alpaca" else "binance"
-    if source == "simulator":
+    if source in ("simulator", "replay"):  # replay: the simulator serves the recording
         if not simulator_url:
-            raise ValueError("market.source is 'simulator' but no simulator is running")
+            raise ValueError(f"market.source is {source!r} but no simulator is running")
         ws = "ws" + simulator_url[len("http"):]
         # The simulator accepts any non-empty Alpaca key pair; these are not secrets.
         return {"protocol": protocol, "rest_url": simulator_url, "ws_url": ws, "data_url": ws,
@@ -58,9 +63,31 @@ def feed_endpoints(cfg: Any, venue: str, simulator_url: str = "") -> dict[str, s
             "ws_url": vcfg.ws_url or binance["ws_url"]}
 
 
+def with_record_dir(feeds: FeedSection, run_dir: Any) -> FeedSection:
+    """`feeds` with `record.dir` defaulted to `<run_dir>/market` (what the launcher hands the feed actors)."""
+    import msgspec
+
+    rec = feeds.record
+    if rec.dir or not (rec.raw or rec.normalized) or run_dir is None:
+        return feeds
+    from pathlib import Path
+
+    return msgspec.structs.replace(feeds, record=msgspec.structs.replace(rec, dir=str(Path(run_dir) / "market")))
+
+
+def _recording(name: str, rec: RecordSection, book_depth: int) -> Any:
+    """The actor's `FeedRecording`, or None when `feeds.record` is off."""
+    if not (rec.raw or rec.normalized):
+        return None
+    from gateways.recording import FeedRecording
+
+    return FeedRecording(rec.dir or "runs/market", name, raw=rec.raw, normalized=rec.normalized,
+                         depth=rec.depth or book_depth, flush_rows=rec.flush_rows)
+
+
 def _network_feed(venue: str, symbols: list[SymbolSection], market: MarketSection, feeds: FeedSection,
-                  endpoints: dict[str, str], on_update: Any) -> tuple[Any, Any]:
-    """(handler, client) for the endpoints' protocol."""
+                  endpoints: dict[str, str], on_update: Any, recorder: Any = None) -> tuple[Any, Any]:
+    """(handler, client) for the endpoints' protocol; `recorder` records the raw messages."""
     names = [s.symbol for s in symbols]
     if endpoints["protocol"] == "alpaca":
         from gateways.alpaca.feed import AlpacaFeed, AlpacaMarketHandler
@@ -72,28 +99,34 @@ def _network_feed(venue: str, symbols: list[SymbolSection], market: MarketSectio
 
             creds = load_credentials("alpaca", endpoints.get("secrets_file", ""))
             key, secret = creds.api_key, creds.api_secret
-        return handler, AlpacaFeed(handler, endpoints["data_url"], on_update=on_update, key=key, secret=secret)
+        return handler, AlpacaFeed(handler, endpoints["data_url"], on_update=on_update, key=key, secret=secret,
+                                   recorder=recorder)
     from gateways.binance.feed import BinanceFeed
     from gateways.binance.market_handler import BinanceMarketHandler
 
     handler = BinanceMarketHandler(venue, names, book_depth=feeds.book_depth, stale_after_s=market.stale_after_s)
-    return handler, BinanceFeed(handler, endpoints["rest_url"], endpoints["ws_url"], on_update=on_update)
+    return handler, BinanceFeed(handler, endpoints["rest_url"], endpoints["ws_url"], on_update=on_update,
+                                recorder=recorder)
 
 
 class FeedService:
     """The feed actor's logic without Ray: step (built-in) or pump (network) the feeds, fill subscriber channels."""
 
     def __init__(self, venue: str, symbols: list[SymbolSection], market: MarketSection, feeds: FeedSection,
-                 endpoints: dict[str, str] | None = None, on_update: Any = None):
+                 endpoints: dict[str, str] | None = None, on_update: Any = None, name: str = ""):
         self.venue = venue
         self.symbols = [s.symbol for s in symbols]
         self.feeds: dict[str, SimulatedFeed] = {}
         self.handler: Any = None
         self.client: Any = None
+        self.recording = _recording(name or f"feed:{venue}:{self.symbols[0]}", feeds.record, feeds.book_depth)
+        raw = self.recording.raw if self.recording is not None else None
         if endpoints is None:
-            self.feeds = {s.symbol: SimulatedFeed(venue, s, market, feeds.book_depth) for s in symbols}
+            self.feeds = {s.symbol: SimulatedFeed(venue, s, market, feeds.book_depth, recorder=raw) for s in symbols}
         else:
-            self.handler, self.client = _network_feed(venue, symbols, market, feeds, endpoints, on_update)
+            self.handler, self.client = _network_feed(venue, symbols, market, feeds, endpoints, on_update, raw)
+        if self.recording is not None and self.recording.normalized is not None:
+            self.publish = self._publish_recorded  # type: ignore[method-assign]  # off: no cost at all
         self.channels: dict[str, SubscriberChannel] = {}
         self.by_symbol: dict[str, list[SubscriberChannel]] = {s: [] for s in self.symbols}
         self.latest: dict[str, BookUpdate] = {}
@@ -126,6 +159,16 @@ class FeedService:
         books, trades = self.handler.drain(now_ns)
         self.publish(books, trades)
 
+    def _publish_recorded(self, books: dict[str, BookUpdate], trades: list[Trade]) -> None:
+        if self.recording is not None:
+            self.recording.add(books, trades)
+        FeedService.publish(self, books, trades)
+
+    def close_recording(self) -> list[str]:
+        """Write out and close the recording; the files written (none when recording is off)."""
+        rec, self.recording = self.recording, None
+        return [str(p) for p in rec.close()] if rec is not None else []
+
     def publish(self, books: dict[str, BookUpdate], trades: list[Trade]) -> None:
         for symbol, book in books.items():
             self.latest[symbol] = book
@@ -153,7 +196,7 @@ class FeedActor:
                  feeds: FeedSection, transport: str = "object_store", endpoints: dict[str, str] | None = None):
         self.name = name
         self.wakeup = asyncio.Event()
-        self.service = FeedService(venue, symbols, market, feeds, endpoints, on_update=self.wakeup.set)
+        self.service = FeedService(venue, symbols, market, feeds, endpoints, on_update=self.wakeup.set, name=name)
         self.client_task: asyncio.Task | None = None
         self.interval_s = 1.0 / market.updates_per_second
         self.mark_interval_s = feeds.mark_interval_ms / 1000.0
@@ -194,6 +237,9 @@ class FeedActor:
         tasks = [t for t in (self.loop_task, self.client_task) if t is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=2.0)
+        files = self.service.close_recording()
+        if files:
+            log.info("%s: recorded %s", self.name, files)
         return self.service.stats()
 
     def stats(self) -> dict[str, dict[str, int]]:
@@ -244,6 +290,8 @@ class FeedActor:
         self._dispatch()
         self.metrics.update(self.service)
         now = time.monotonic()
+        if self.service.recording is not None:
+            self.service.recording.tick(now)
         if self.risk is not None and now >= next_mark:
             self._send_marks()
             return now + self.mark_interval_s

@@ -1,15 +1,34 @@
 """`risk`: the named singleton that arbitrates every order before a gateway sees it.
 
 Decisions are made one at a time (check and reservation with no await between
-them), so limits hold across every strategy on every node. Before every decision
-the kill switches and trading states are read from Redis (one round trip); if
-Redis cannot be reached the order is refused (fail closed). Every decision goes to
-the audit stream.
+them), so limits hold across every strategy on every node. The actor is the one
+arbiter, so while it lives its in-memory state (reservations, positions, usage,
+controls) is authoritative and a decision touches no Redis:
 
-A (re)started risk actor restores positions, reservations of open orders, fills
-already counted, rate usage (the audit of the last minute), peak equity, trading
-states and limit overrides from Redis, then reconciles with each gateway's open
-orders; until a venue is reconciled its orders are refused (`risk_unavailable`).
+* kill switches, trading states and limit overrides are read from Redis in the
+  background: at once when `risk:controls` announces a change (the CLI and the
+  state store publish one with every write), and every KILL_POLL_S regardless. If
+  the last good read is older than CONTROLS_MAX_AGE_S, or the last Redis read or
+  write failed, orders are refused (`state_unavailable`): fail closed;
+* what a decision writes (the audit entry, the stats, breaker trips, marks, equity)
+  is queued in order and written behind, batched, by one writer (`_flush_loop`),
+  retried in order while Redis is away;
+* client order ids come in blocks from a Redis counter, topped up in the background;
+* an approved order is sent to its gateway without awaiting the hop: the next intent
+  is decided meanwhile. Per order the order of calls holds: a cancel (or cancel-all)
+  is sent only once the gateway has taken the order it cancels. If the gateway
+  refuses the order or does not take it within GATEWAY_TIMEOUT_S, its reservation is
+  released (unless the gateway journaled it, and will report on it), the strategy
+  gets a `rejected` report and the audit a `gateway_refused` entry.
+
+What a restart rebuilds from Redis, and from where: positions, fills already
+counted and the reservations of open orders from `positions`, `fills:seen` and
+`orders:open` (the gateway's journal, written before an order is sent), then
+reconciled with each gateway's open orders (a venue's orders are refused until
+then); rate usage and the duplicate filter from the audit of the last minute and
+the gateway journal's `submit` entries (so an audit entry lost in a crash before
+its write costs nothing); peak equity, per-scope peaks and the trading day from
+`risk:equity`; trading states and overrides from their hashes.
 
 Loss breakers and ATR stops run on marks and fills (`RiskEngine.evaluate`). A stop
 produces an exit intent in the owning strategy's name (tag `risk-stop`): the actor
@@ -20,8 +39,10 @@ through `submit` like any intent, so it is checked, reserved and audited.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -37,6 +58,7 @@ from cluster.messages import (
     MarkPrice,
     Order,
     OrderIntent,
+    OrderStatus,
     RejectReason,
     RiskDecision,
     Side,
@@ -52,16 +74,29 @@ log = logging.getLogger(__name__)
 
 GATEWAY_TIMEOUT_S = 2.0
 KILL_POLL_S = 0.25
+# Decisions are refused when the controls were last read longer ago than this (Redis away, watcher stuck).
+CONTROLS_MAX_AGE_S = 1.0
 EVALUATE_EVERY_S = 0.25
-COID_BATCH = 64
+COID_BATCH = 256
+COID_LOW = 64  # top up in the background below this many ids in hand
 USAGE_WINDOW_MS = 60_000
+RETRY_S = 0.2
+FLUSH_COALESCE_S = 0.002
+
+# An entry of the write-behind queue: a decision, ("event", kind, data) or ("state", scope, status JSON | None).
+Write = RiskDecision | tuple[str, str, bytes | None]
 
 
 class RiskService:
-    """Risk actor logic without Ray: engine + Redis; gateways are passed in as handles."""
+    """Risk actor logic without Ray: engine + Redis; gateways are passed in as handles.
+
+    `write_behind=False` (tests, tools): every decision reads the controls and every write is made at once,
+    as a plain function would. The actor sets `write_behind=True`: controls are read in the background
+    (`apply_controls`), writes are queued (`take_pending` / `write_batch`), and a decision is refused when the
+    controls are older than `controls_max_age_s` or Redis last failed."""
 
     def __init__(self, limits: RiskSection, symbols: list[SymbolSection], venues: list[str], store: StateStore,
-                 reconcile: bool = False):
+                 reconcile: bool = False, write_behind: bool = False, controls_max_age_s: float = CONTROLS_MAX_AGE_S):
         self.base_limits = limits
         self.engine = RiskEngine(limits, symbols, venues)
         self.store = store
@@ -71,6 +106,16 @@ class RiskService:
         # Venues whose open orders were reconciled with the gateway; orders to others are refused.
         self.ready_venues: set[str] = set() if reconcile else set(venues)
         self.last_evaluate = 0.0
+        self.write_behind = write_behind
+        self.controls_max_age_s = controls_max_age_s
+        self.controls_at = -1e18  # monotonic time of the last good read of the controls
+        # Why the last Redis read / write failed; "" when the last one worked. Either refuses decisions.
+        self.read_error = ""
+        self.write_error = ""
+        self.pending: list[Write] = []  # written behind, in this order
+        self.pending_marks: dict[str, float] = {}
+        self.pending_values: dict[str, str] = {}
+        self.unsaved_states: dict[str, TradingStatus | None] = {}  # breaker trips/re-arms not yet in Redis
         self.restore()
 
     # -- restore -----------------------------------------------------------------------------------------
@@ -86,23 +131,36 @@ class RiskService:
             eng.losses.set_mark(s, m, 0)
         self.apply_overrides(self.store.limit_overrides())
         values = self.store.risk_values()
+        losses = eng.losses
         if "peak_equity" in values:
-            eng.losses.peak_equity = max(float(values["peak_equity"]), eng.losses.equity())
+            losses.peak_equity = max(float(values["peak_equity"]), losses.equity())
+        if "scope_peaks" in values:
+            losses.scope_peaks = {k: float(v) for k, v in json.loads(values["scope_peaks"]).items()}
         if "day" in values:
-            eng.losses.day = values["day"]
-            eng.losses.day_start = {k: float(v) for k, v in json.loads(values.get("day_start", "{}")).items()}
+            losses.day = values["day"]
+            losses.day_start = {k: float(v) for k, v in json.loads(values.get("day_start", "{}")).items()}
+        self.restore_usage()
+
+    def restore_usage(self) -> None:
+        """Rate windows and duplicates of the last minute: approved decisions in the audit, and (for any whose
+        audit entry was still queued when risk died) the orders the gateway journaled as submitted."""
         since = time.time_ns() // 1_000_000 - USAGE_WINDOW_MS
-        approved, cancels = [], []
+        approved, cancels, seen = [], [], set()
         for d in self.store.audit_decisions_since(since):
             if not d.approved:
                 continue
             if d.action is IntentAction.NEW and "qty" in d.values:
                 side = Side.BUY if d.values.get("side", 1.0) > 0 else Side.SELL
                 price = d.values.get("protection_price", d.values.get("price"))
-                approved.append((d.strategy, d.venue, d.symbol, side, price, d.values["qty"], d.ts_ns))
+                notional = d.values.get("notional") if d.values.get("is_notional") else None
+                approved.append((d.strategy, d.venue, d.symbol, side, price, d.values["qty"], d.ts_ns, notional))
+                seen.add(d.client_order_id)
             elif d.action is IntentAction.CANCEL:
                 cancels.append((d.strategy, d.venue, d.ts_ns))
-        eng.restore_usage(approved, cancels)
+        for o in self.store.journal_orders_since(since):
+            if o.client_order_id not in seen and o.created_ts_ns:
+                approved.append((o.strategy, o.venue, o.symbol, o.side, o.price, o.qty, o.created_ts_ns, o.notional))
+        self.engine.restore_usage(approved, cancels)
 
     def reconcile(self, venue: str, gateway_open: list[Order]) -> dict[str, int]:
         """Make reservations for `venue` match the gateway's open orders, then accept orders for it."""
@@ -123,16 +181,22 @@ class RiskService:
                     res.remaining = o.remaining
         self.ready_venues.add(venue)
         summary = {"released": len(released), "added": added, "open": len(at_gateway)}
-        try:
-            self.store.audit_event("reconcile", json.dumps({"venue": venue, **summary}).encode())
-        except redis.RedisError as exc:
-            log.warning("risk: could not audit reconciliation: %s", exc)
+        self.write(("event", "reconcile", json.dumps({"venue": venue, **summary}).encode()))
         return summary
 
     # -- controls and limits from Redis ------------------------------------------------------------------
     def refresh_controls(self) -> set[str]:
-        """Read kill switches and trading states; returns scopes newly halted or killed (their orders get canceled)."""
-        kill, states_raw = self.store.risk_controls()
+        """Read kill switches and trading states now; returns scopes newly halted or killed."""
+        try:
+            kill, states_raw = self.store.risk_controls()
+        except redis.RedisError as exc:
+            self.read_error = f"{type(exc).__name__}: {exc}"
+            raise
+        return self.apply_controls(kill, states_raw)
+
+    def apply_controls(self, kill: set[str], states_raw: dict[str, bytes]) -> set[str]:
+        """Apply kill switches and trading states as read from Redis (breaker trips not yet written there stay);
+        returns scopes newly halted or killed (their orders get canceled)."""
         eng = self.engine
         before = set(eng.kill_switches) | {s for s, st in eng.trading_states.items() if st.state is TradingState.HALTED}
         eng.kill_switches = kill
@@ -144,10 +208,17 @@ class RiskService:
                 st = TradingStatus(state=TradingState.HALTED, reason=f"unreadable trading state {raw!r}")
             if st.state is not TradingState.ACTIVE:
                 states[scope] = st
+        for scope, unsaved in self.unsaved_states.items():
+            if unsaved is None:
+                states.pop(scope, None)
+            else:
+                states[scope] = unsaved
         for scope, old in eng.trading_states.items():
             if scope not in states and old.source in ("drawdown", "daily_loss"):
                 eng.losses.rearm(scope, old.source)  # an operator cleared a breaker: measure from now
         eng.trading_states = states
+        self.controls_at = time.monotonic()
+        self.read_error = ""
         after = set(kill) | {s for s, st in states.items() if st.state is TradingState.HALTED}
         return after - before
 
@@ -167,21 +238,36 @@ class RiskService:
         self.engine.set_limits(section)
         return True
 
+    def unavailable(self) -> str | None:
+        """Why decisions must be refused now (Redis away or the controls too old), or None."""
+        if self.read_error or self.write_error:
+            return f"redis unavailable: {self.write_error or self.read_error}"
+        age = time.monotonic() - self.controls_at
+        if age > self.controls_max_age_s:
+            return f"risk controls last read from redis {age:.1f}s ago (> {self.controls_max_age_s:g}s)"
+        return None
+
     # -- decisions ---------------------------------------------------------------------------------------
     def next_coid(self) -> str:
+        """The next client order id; the block in hand is kept newest first (`pop()` takes the oldest)."""
         if not self.coids:
-            self.coids = self.store.next_client_order_ids(COID_BATCH)
-        return self.coids.pop(0)
+            self.coids = self.store.next_client_order_ids(COID_BATCH)[::-1]
+        return self.coids.pop()
 
     def decide(self, intent: OrderIntent, now: int | None = None) -> tuple[RiskDecision, Order | None]:
         """Check an intent; on approval reserve it and return the order to send."""
         if intent.venue not in self.ready_venues and intent.venue in self.engine.venues:
             return self._refuse(intent, RejectReason.RISK_UNAVAILABLE,
                                 f"risk is restarting: not yet reconciled with gateway:{intent.venue}"), None
-        try:
-            self.refresh_controls()
-        except redis.RedisError as exc:
-            return self._refuse(intent, RejectReason.STATE_UNAVAILABLE, f"redis unavailable: {exc}"), None
+        if not self.write_behind:
+            try:
+                self.refresh_controls()
+            except redis.RedisError as exc:
+                return self._refuse(intent, RejectReason.STATE_UNAVAILABLE, f"redis unavailable: {exc}"), None
+        else:
+            why = self.unavailable()
+            if why is not None:
+                return self._refuse(intent, RejectReason.STATE_UNAVAILABLE, why), None
         now = now if now is not None else time.time_ns()
         decision = self.engine.check(intent, now)
         order: Order | None = None
@@ -189,11 +275,14 @@ class RiskService:
             try:
                 coid = self.next_coid()
             except redis.RedisError as exc:
+                self.read_error = f"{type(exc).__name__}: {exc}"
                 return self._refuse(intent, RejectReason.STATE_UNAVAILABLE, f"redis unavailable: {exc}"), None
             order = self.engine.make_order(intent, decision, coid, now)
             self.engine.reserve(order, now)
             values = dict(decision.values)
             values["side"] = float(intent.side.sign)
+            if intent.notional is not None:
+                values["is_notional"] = 1.0
             decision = msgspec.structs.replace(decision, client_order_id=coid, values=values)
         elif decision.approved:
             decision = _with_coid(decision, intent.target_client_order_id)
@@ -208,14 +297,60 @@ class RiskService:
     def audit(self, decision: RiskDecision) -> None:
         key = "approved" if decision.approved else decision.reason.value
         self.counts[key] = self.counts.get(key, 0) + 1
+        self.write(decision)
+
+    def gateway_refused(self, order: Order, detail: str, released: bool) -> None:
+        """An approved order its gateway did not take: counted, audited after its decision."""
+        self.counts["gateway_refused"] = self.counts.get("gateway_refused", 0) + 1
+        self.write(("event", "gateway_refused", json.dumps({
+            "client_order_id": order.client_order_id, "strategy": order.strategy, "venue": order.venue,
+            "symbol": order.symbol, "detail": detail, "released": released}).encode()))
+
+    # -- the write-behind queue --------------------------------------------------------------------------
+    def write(self, entry: Write) -> None:
+        self.pending.append(entry)
+        if not self.write_behind:
+            self.flush()
+
+    def take_pending(self) -> tuple[list[Write], dict[str, float], dict[str, str]]:
+        batch, marks, values = self.pending, self.pending_marks, self.pending_values
+        self.pending, self.pending_marks, self.pending_values = [], {}, {}
+        return batch, marks, values
+
+    def write_batch(self, batch: list[Write], marks: dict[str, float], values: dict[str, str]) -> None:
+        """Write one batch (raises redis.RedisError; may run in a thread: it touches only the store)."""
+        self.store.write_risk_batch(batch, marks, values)
+
+    def batch_written(self, batch: list[Write]) -> None:
+        self.write_error = ""
+        for e in batch:
+            if isinstance(e, tuple) and e[0] == "state" and e[1] in self.unsaved_states:
+                self.unsaved_states.pop(e[1])
+
+    def batch_failed(self, batch: list[Write], marks: dict[str, float], values: dict[str, str],
+                     exc: Exception) -> None:
+        """Put a batch back in front, in order (newer marks and values win)."""
+        self.pending[:0] = batch
+        self.pending_marks = {**marks, **self.pending_marks}
+        self.pending_values = {**values, **self.pending_values}
+        self.write_error = f"{type(exc).__name__}: {exc}"
+
+    def flush(self) -> bool:
+        batch, marks, values = self.take_pending()
+        if not batch and not marks and not values:
+            return True
         try:
-            self.store.audit_pipeline([decision])
+            self.write_batch(batch, marks, values)
         except redis.RedisError as exc:
-            log.error("risk: audit write failed: %s", exc)
+            self.batch_failed(batch, marks, values, exc)
+            log.error("risk: redis write failed (%d entries kept, in order): %s", len(self.pending), exc)
+            return False
+        self.batch_written(batch)
+        return True
 
     # -- loss breakers -------------------------------------------------------------------------------------
     def evaluate(self, now: int | None = None, force: bool = False) -> RiskEvents | None:
-        """Run the breakers at most every EVALUATE_EVERY_S; persist trips, re-arms and equity."""
+        """Run the breakers at most every EVALUATE_EVERY_S; queue trips, re-arms and equity for Redis."""
         mono = time.monotonic()
         if not force and mono - self.last_evaluate < EVALUATE_EVERY_S:
             return None
@@ -225,24 +360,27 @@ class RiskService:
         losses = eng.losses
         pnl = losses.pnl_by_scope()
         equity = losses.equity(pnl)
-        try:
-            for scope in events.rearmed:
-                self.store.set_trading_state(scope, None)
-                self.store.audit_event("trading_state", json.dumps({"scope": scope, "state": "active",
-                                                                    "source": "daily_loss", "reason": "new day"}).encode())
-            for t in events.trips:
-                self.store.set_trading_state(t.scope, encode_status(eng.trading_states[t.scope]))
-                self.store.audit_event("trading_state", json.dumps({"scope": t.scope, "state": t.state.value,
-                                                                    "source": t.source, "reason": t.reason,
-                                                                    "values": t.values}).encode())
-                log.warning("risk: %s -> %s: %s", t.scope, t.state.value, t.reason)
-            self.store.set_risk_values({
-                "peak_equity": repr(losses.peak_equity), "equity": repr(equity),
-                "drawdown_pct": repr((losses.peak_equity - equity) / losses.peak_equity * 100.0),
-                "day": losses.day, "day_start": json.dumps(losses.day_start),
-                "pnl": json.dumps(pnl)})
-        except redis.RedisError as exc:
-            log.error("risk: could not persist risk state: %s", exc)
+        for scope in events.rearmed:
+            self.unsaved_states[scope] = None
+            self.write(("state", scope, None))
+            self.write(("event", "trading_state", json.dumps({"scope": scope, "state": "active",
+                                                              "source": "daily_loss", "reason": "new day"}).encode()))
+        for t in events.trips:
+            status = eng.trading_states[t.scope]
+            self.unsaved_states[t.scope] = status
+            self.write(("state", t.scope, encode_status(status)))
+            self.write(("event", "trading_state", json.dumps({"scope": t.scope, "state": t.state.value,
+                                                              "source": t.source, "reason": t.reason,
+                                                              "values": t.values}).encode()))
+            log.warning("risk: %s -> %s: %s", t.scope, t.state.value, t.reason)
+        self.pending_values.update({
+            "peak_equity": repr(losses.peak_equity), "equity": repr(equity),
+            "drawdown_pct": repr((losses.peak_equity - equity) / losses.peak_equity * 100.0),
+            "day": losses.day, "day_start": json.dumps(losses.day_start),
+            "scope_peaks": json.dumps(losses.scope_peaks),
+            "drawdowns": json.dumps(losses.drawdowns(pnl)), "pnl": json.dumps(pnl)})
+        if not self.write_behind:
+            self.flush()
         return events
 
     def snapshot(self) -> dict[str, Any]:
@@ -255,8 +393,10 @@ class RiskService:
                                    for k, v in eng.trading_states.items()},
                 "equity": equity, "peak_equity": losses.peak_equity,
                 "drawdown_pct": (losses.peak_equity - equity) / losses.peak_equity * 100.0,
+                "drawdowns": losses.drawdowns(),
                 "open_orders": {k: v for k, v in eng.open_counts.items() if v},
-                "ready_venues": sorted(self.ready_venues), "overrides": dict(self.overrides)}
+                "ready_venues": sorted(self.ready_venues), "overrides": dict(self.overrides),
+                "pending_writes": len(self.pending), "redis_error": self.write_error or self.read_error}
 
 
 def _with_coid(decision: RiskDecision, coid: str | None) -> RiskDecision:
@@ -268,15 +408,27 @@ class RiskActor:
     def __init__(self, limits: RiskSection, symbols: list[SymbolSection], venues: list[str], redis_url: str,
                  cluster: str):
         self.service = RiskService(limits, symbols, venues, StateStore.from_url(redis_url, cluster, timeout_s=0.5),
-                                   reconcile=True)
+                                   reconcile=True, write_behind=True)
         self.gateways: dict[str, Any] = {}
+        self.strategies: dict[str, Any] = {}
         self.last_marks_flush = 0.0
         self.tasks: set[asyncio.Task] = set()
-        loop = asyncio.get_event_loop()
-        self.kill_task = loop.create_task(self._watch_kill_switches())
-        self.reconcile_task = loop.create_task(self._reconcile_all())
+        # Orders sent to a gateway that has not yet taken them: client order id -> (order, call, deadline).
+        self.inflight: dict[str, tuple[Order, Any, float]] = {}
         self.metrics = RiskMetrics()
         self.venue_limits: dict[str, tuple[str, float]] = {}  # venue -> (state, until monotonic)
+        loop = asyncio.get_event_loop()
+        self.loop = loop
+        self.wake = asyncio.Event()
+        self.write_lock = asyncio.Lock()  # one batch in flight at a time: batches land in Redis in order
+        self.controls_changed = asyncio.Event()
+        self.stopping = threading.Event()
+        self.kill_task = loop.create_task(self._watch_kill_switches())
+        self.flush_task = loop.create_task(self._flush_loop())
+        self.reconcile_task = loop.create_task(self._reconcile_all())
+        self.listener = threading.Thread(target=self._listen_controls, args=(redis_url, cluster), daemon=True,
+                                         name="risk-controls")
+        self.listener.start()
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
@@ -295,6 +447,7 @@ class RiskActor:
                 try:
                     orders = await asyncio.wait_for(self._gateway(venue).open_orders.remote(), GATEWAY_TIMEOUT_S)
                     summary = self.service.reconcile(venue, list(orders))
+                    self.wake.set()
                     pending.discard(venue)
                     log.info("risk: reconciled with gateway:%s %s", venue, summary)
                 except Exception as exc:
@@ -303,7 +456,9 @@ class RiskActor:
             if pending:
                 await asyncio.sleep(0.2)
 
+    # -- decisions -----------------------------------------------------------------------------------------
     async def submit(self, intent: OrderIntent) -> RiskDecision:
+        """Decide; an approved order goes to its gateway without this awaiting the hop."""
         t0 = time.perf_counter()
         limited = self._venue_limited(intent)
         if limited is not None:
@@ -311,10 +466,101 @@ class RiskActor:
         else:
             decision, order = self.service.decide(intent)
         if decision.approved:
-            decision = await self._forward(intent, decision, order)
+            if order is not None:
+                decision = self._send(intent, decision, order)
+            else:
+                self._spawn(self._forward_cancel(intent))
         self.service.audit(decision)
+        self.wake.set()
         self.metrics.on_decision(decision, time.perf_counter() - t0)
         return decision
+
+    def _send(self, intent: OrderIntent, decision: RiskDecision, order: Order) -> RiskDecision:
+        try:
+            gw = self._gateway(intent.venue)
+            ref = gw.submit.remote(order)
+        except Exception as exc:  # no such gateway (yet): nothing was sent
+            self.gateways.pop(intent.venue, None)
+            self.service.engine.release(order.client_order_id)
+            return self.service._refuse(intent, RejectReason.GATEWAY_UNAVAILABLE,
+                                        f"gateway:{intent.venue} unavailable: {type(exc).__name__}")
+        coid = order.client_order_id
+        self.inflight[coid] = (order, ref, time.monotonic() + GATEWAY_TIMEOUT_S)
+        # A callback, not a task per order: the gateway's answer costs one hop back onto the loop.
+        ref.future().add_done_callback(lambda f, c=coid: self.loop.call_soon_threadsafe(self._answered, c, f))
+        return decision
+
+    def _answered(self, coid: str, fut: Any) -> None:
+        entry = self.inflight.pop(coid, None)
+        if entry is None:  # timed out before: handled then
+            return
+        try:
+            exc = fut.exception()
+        except BaseException as cancelled:  # noqa: BLE001 - a cancelled call did not take the order either
+            exc = cancelled
+        if exc is not None:
+            self.gateways.pop(entry[0].venue, None)
+            self._spawn(self._not_taken(entry[0], f"{type(exc).__name__}: {exc}"))
+
+    def _expire_inflight(self) -> None:
+        """Orders the gateway has not taken within GATEWAY_TIMEOUT_S: never run them, release, say so."""
+        now = time.monotonic()
+        for coid, (order, ref, deadline) in list(self.inflight.items()):
+            if deadline < now:
+                self.inflight.pop(coid, None)
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref)  # still queued at the gateway: it never runs
+                self.gateways.pop(order.venue, None)
+                self._spawn(self._not_taken(order, f"no answer within {GATEWAY_TIMEOUT_S:g}s"))
+
+    async def _not_taken(self, order: Order, why: str) -> None:
+        """The gateway did not take the order (refused it, died, or never answered): release it unless it was
+        journaled (then the gateway reports on it), audit it, and tell the strategy."""
+        detail = f"gateway:{order.venue} did not accept {order.client_order_id}: {why}"
+        released = await self._release_if_never_journaled(order.client_order_id)
+        log.error("risk: %s (reservation %s)", detail, "released" if released else "kept: the gateway journaled it")
+        self.service.gateway_refused(order, detail, released)
+        self.wake.set()
+        if released:
+            self._tell_strategy(ExecutionReport(
+                client_order_id=order.client_order_id, strategy=order.strategy, venue=order.venue,
+                symbol=order.symbol, status=OrderStatus.REJECTED, side=order.side, order_qty=order.qty,
+                price=order.price, reason=f"gateway_unavailable: {detail}", ts_ns=time.time_ns()))
+
+    async def _release_if_never_journaled(self, coid: str) -> bool:
+        """A gateway that journaled the order will report on it; one that did not never will."""
+        try:
+            journaled = await asyncio.to_thread(self.service.store.load_order, coid)
+        except redis.RedisError:
+            log.error("risk: cannot tell if %s reached the gateway; keeping its reservation", coid)
+            return False
+        if journaled is None:
+            self.service.engine.release(coid)
+            return True
+        return False
+
+    def _tell_strategy(self, report: ExecutionReport) -> None:
+        try:
+            h = self.strategies.get(report.strategy)
+            if h is None:
+                h = self.strategies[report.strategy] = ray.get_actor(f"strategy:{report.strategy}")
+            h.on_report.remote(report)
+        except Exception:  # no such strategy actor (manual orders, tools)
+            self.strategies.pop(report.strategy, None)
+
+    async def _after_accepted(self, coids: list[str]) -> None:
+        """Wait until the gateway has answered for these orders (or they expired): cancels come after."""
+        deadline = time.monotonic() + GATEWAY_TIMEOUT_S + 2 * KILL_POLL_S
+        while any(c in self.inflight for c in coids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
+    async def _forward_cancel(self, intent: OrderIntent) -> None:
+        coid = intent.target_client_order_id or ""
+        await self._after_accepted([coid])
+        if not await self._cancel_one(intent.venue, coid):
+            self.service.write(("event", "cancel_failed", json.dumps({
+                "client_order_id": coid, "strategy": intent.strategy, "venue": intent.venue}).encode()))
+            self.wake.set()
 
     def on_venue_limit(self, venue: str, state: str, retry_after_s: float) -> None:
         """A gateway reports the venue throttling (429) or banning (418) us: new orders wait it out here."""
@@ -336,48 +582,28 @@ class RiskActor:
         return self.service._refuse(intent, RejectReason.GATEWAY_UNAVAILABLE,
                                     f"venue {intent.venue} {state} (rate limit) for another {left:.1f}s")
 
-    async def _forward(self, intent: OrderIntent, decision: RiskDecision, order: Order | None) -> RiskDecision:
-        try:
-            gw = self._gateway(intent.venue)
-            if order is not None:
-                await asyncio.wait_for(gw.submit.remote(order), GATEWAY_TIMEOUT_S)
-            else:
-                await asyncio.wait_for(gw.cancel.remote(intent.target_client_order_id), GATEWAY_TIMEOUT_S)
-            return decision
-        except Exception as exc:
-            self.gateways.pop(intent.venue, None)
-            if order is not None:
-                self._release_if_never_journaled(order.client_order_id)
-            return self.service._refuse(intent, RejectReason.GATEWAY_UNAVAILABLE,
-                                        f"gateway:{intent.venue} did not accept: {type(exc).__name__}")
-
-    def _release_if_never_journaled(self, coid: str) -> None:
-        """A gateway that journaled the order will report on it; one that did not never will."""
-        try:
-            if self.service.store.load_order(coid) is None:
-                self.service.engine.release(coid)
-        except redis.RedisError:
-            log.error("risk: cannot tell if %s reached the gateway; keeping its reservation", coid)
-
+    # -- reports and marks -----------------------------------------------------------------------------------
     async def on_report(self, report: ExecutionReport) -> None:
         self.service.engine.on_report(report)
         if report.fill is not None:
             self._after_evaluate(self.service.evaluate())
 
     async def on_marks(self, marks: list[MarkPrice]) -> None:
+        eng = self.service.engine
         for m in marks:
-            self.service.engine.set_mark(m.symbol, m.mid, m.ts_ns)
+            eng.set_mark(m.symbol, m.mid, m.ts_ns)
         now = time.monotonic()
         if now - self.last_marks_flush > 1.0:
             self.last_marks_flush = now
-            try:
-                self.service.store.set_marks({s: v[0] for s, v in self.service.engine.marks.items()})
-            except redis.RedisError as exc:
-                log.warning("risk: could not store marks: %s", exc)
+            self.service.pending_marks.update({s: v[0] for s, v in eng.marks.items()})
+            self.wake.set()
         self._after_evaluate(self.service.evaluate())
 
     def _after_evaluate(self, events: RiskEvents | None) -> None:
-        if events is None or not (events.trips or events.exits):
+        if events is None:
+            return
+        self.wake.set()  # trips and equity to write
+        if not (events.trips or events.exits):
             return
         halted = [t.scope for t in events.trips if t.state is TradingState.HALTED]
         self._spawn(self._act_on(halted, events.exits))
@@ -404,18 +630,35 @@ class RiskActor:
         log.warning("risk: stop-loss exit %s %s %s: %s", intent.strategy, intent.symbol, intent.side.value,
                     decision.detail)
 
+    # -- controls ------------------------------------------------------------------------------------------------
     async def set_kill_switch(self, scope: str, on: bool) -> None:
-        self.service.store.set_kill_switch(scope, on)
-        await self._apply_controls()
+        await asyncio.to_thread(self.service.store.set_kill_switch, scope, on)
+        await self._read_controls()
+
+    def _listen_controls(self, redis_url: str, cluster: str) -> None:
+        """(thread) Wake the control watch whenever `risk:controls` announces a change."""
+        store = StateStore.from_url(redis_url, cluster, timeout_s=5.0)
+        while not self.stopping.is_set():
+            try:
+                ps = store.controls_pubsub()
+                self.loop.call_soon_threadsafe(self.controls_changed.set)  # anything missed while away
+                while not self.stopping.is_set():
+                    if ps.get_message(timeout=1.0) is not None:
+                        self.loop.call_soon_threadsafe(self.controls_changed.set)
+            except Exception as exc:  # Redis away: the poll keeps failing closed; try again
+                log.debug("risk: controls subscription lost: %s", exc)
+                time.sleep(0.5)
 
     async def _watch_kill_switches(self) -> None:
-        """Poll kill switches, trading states and limit overrides; evaluate breakers even without marks."""
+        """Read kill switches, trading states and limit overrides when told of a change, and every KILL_POLL_S;
+        evaluate breakers even without marks."""
         while True:
-            await asyncio.sleep(KILL_POLL_S)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.controls_changed.wait(), KILL_POLL_S)
+            self.controls_changed.clear()
+            self._expire_inflight()
             try:
-                await self._apply_controls()
-                if self.service.apply_overrides(self.service.store.limit_overrides()):
-                    log.warning("risk: limit overrides applied: %s", self.service.overrides)
+                await self._read_controls()
                 self._after_evaluate(self.service.evaluate())
                 eng = self.service.engine
                 self.metrics.state(eng.kill_switches, len(eng.reservations), {s: v[0] for s, v in eng.marks.items()})
@@ -424,9 +667,19 @@ class RiskActor:
             except Exception:
                 log.exception("risk: control watch failed")
 
-    async def _apply_controls(self) -> None:
-        """Switching a kill switch on (or a scope to halted) also cancels the resting orders it covers."""
-        for scope in self.service.refresh_controls():
+    async def _read_controls(self) -> None:
+        """Read the controls off the event loop; switching a kill switch on (or a scope to halted) also cancels
+        the resting orders it covers."""
+        store = self.service.store
+        try:
+            (kill, states), overrides = await asyncio.to_thread(lambda: (store.risk_controls(), store.limit_overrides()))
+        except redis.RedisError as exc:
+            self.service.read_error = f"{type(exc).__name__}: {exc}"
+            raise
+        newly = self.service.apply_controls(kill, states)
+        if self.service.apply_overrides(overrides):
+            log.warning("risk: limit overrides applied: %s", self.service.overrides)
+        for scope in newly:
             await self._cancel_scope(scope)
 
     async def _cancel_scope(self, scope: str) -> None:
@@ -443,19 +696,63 @@ class RiskActor:
             elif kind == "strategy":
                 await self._cancel_all(venue, name)
 
-    async def _cancel_one(self, venue: str, coid: str) -> None:
+    async def _cancel_one(self, venue: str, coid: str) -> bool:
+        await self._after_accepted([coid])
         try:
-            await asyncio.wait_for(self._gateway(venue).cancel.remote(coid), GATEWAY_TIMEOUT_S)
+            return bool(await asyncio.wait_for(self._gateway(venue).cancel.remote(coid), GATEWAY_TIMEOUT_S))
         except Exception as exc:
             self.gateways.pop(venue, None)
             log.error("risk: cancel of %s on %s failed: %s", coid, venue, type(exc).__name__)
+            return False
 
     async def _cancel_all(self, venue: str, strategy: str | None) -> None:
+        eng = self.service.engine
+        await self._after_accepted([c for c in list(self.inflight) if (r := eng.reservations.get(c)) is not None
+                                    and r.venue == venue and (strategy is None or r.strategy == strategy)])
         try:
             await asyncio.wait_for(self._gateway(venue).cancel_all.remote(strategy), GATEWAY_TIMEOUT_S)
         except Exception as exc:
             self.gateways.pop(venue, None)
             log.error("risk: cancel-all on %s failed: %s", venue, type(exc).__name__)
+
+    # -- the write-behind writer ---------------------------------------------------------------------------------
+    async def _flush_loop(self) -> None:
+        """One writer: whatever was queued since the last write goes in one pipeline, in order, off the loop."""
+        svc = self.service
+        while True:
+            await self.wake.wait()
+            await asyncio.sleep(FLUSH_COALESCE_S)  # let a burst of decisions join the batch
+            self.wake.clear()
+            if not await self._write_pending():
+                await asyncio.sleep(RETRY_S)
+                self.wake.set()
+                continue
+            if len(svc.coids) < COID_LOW:  # top up client order ids before they run out
+                try:
+                    fresh = await asyncio.to_thread(svc.store.next_client_order_ids, COID_BATCH)
+                    svc.coids = fresh[::-1] + svc.coids  # on the loop: no decision takes an id meanwhile
+                except redis.RedisError as exc:
+                    svc.read_error = f"{type(exc).__name__}: {exc}"
+
+    async def _write_pending(self) -> bool:
+        svc = self.service
+        async with self.write_lock:
+            batch, marks, values = svc.take_pending()
+            if not (batch or marks or values):
+                return True
+            try:
+                await asyncio.to_thread(svc.write_batch, batch, marks, values)
+            except Exception as exc:
+                svc.batch_failed(batch, marks, values, exc)
+                log.error("risk: redis write failed (%d entries kept, in order): %s", len(svc.pending), exc)
+                return False
+            svc.batch_written(batch)
+            return True
+
+    async def flush(self) -> int:
+        """Write everything queued now (shutdown, tests); returns how many entries are still waiting."""
+        await self._write_pending()
+        return len(self.service.pending)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -463,4 +760,4 @@ class RiskActor:
         task.add_done_callback(self.tasks.discard)
 
     def status(self) -> dict[str, Any]:
-        return self.service.snapshot()
+        return {**self.service.snapshot(), "inflight": len(self.inflight)}

@@ -55,14 +55,30 @@ class MarketSection(Cfg):
 
     # Where feeds get market data: "simulator" (the venue simulator process, over real sockets, with
     # the real Binance/Alpaca feed handlers), "builtin" (the same seeded market stepped in-process,
-    # no sockets) or "venue" (the URLs of each symbol's venue: the real venue or its testnet).
-    source: Literal["simulator", "builtin", "venue"] = "simulator"
+    # no sockets), "venue" (the URLs of each symbol's venue: the real venue or its testnet) or
+    # "replay" (the venue simulator serves the recording `replay_path` instead of its seeded market).
+    source: Literal["simulator", "builtin", "venue", "replay"] = "simulator"
+    # market.source "replay": a raw recording (gateways/recording.py), a file of venue messages, or a
+    # folder of them; a list for several. `SYMBOL=PATH` names the symbol of bare REST depth snapshots.
+    replay_path: str | list[str] = ""
+    # 1 = the recorded pace (receive timestamps), 2 = twice as fast, 0 = as fast as the feeds read it.
+    replay_speed: float = 1.0
     seed: int = 7
     updates_per_second: float = 20.0
     depth: int = 20
     spread_ticks: int = 2
     trades_per_update: float = 1.0
     stale_after_s: float = 2.0
+
+
+class RecordSection(Cfg):
+    """`feeds.record`: what each feed actor records (all off by default)."""
+
+    raw: bool = False  # raw venue messages with receive timestamps, gzip JSONL (replayable)
+    normalized: bool = False  # books and trades, Parquet (what `backtest --data` reads)
+    dir: str = ""  # "" = `<run folder>/market`
+    depth: int = 0  # levels per side in the books Parquet; 0 = feeds.book_depth
+    flush_rows: int = 20_000  # normalized rows buffered before a Parquet part is written
 
 
 class FeedSection(Cfg):
@@ -76,6 +92,7 @@ class FeedSection(Cfg):
     # At most one delivery per subscriber per this interval: updates in between are conflated
     # (latest book per symbol), so an actor call is never spent on every market message.
     min_delivery_interval_ms: float = 10.0
+    record: RecordSection = RecordSection()
 
 
 class StrategySection(Cfg):
@@ -119,6 +136,16 @@ class ClusterConfig(Cfg):
         check(m.spread_ticks >= 1, "market.spread_ticks", "must be >= 1")
         check(self.feeds.symbols_per_actor >= 1, "feeds.symbols_per_actor", "must be >= 1")
         check(1 <= self.feeds.book_depth <= m.depth, "feeds.book_depth", f"must be between 1 and market.depth ({m.depth})")
+        check(0 <= m.replay_speed < float("inf"), "market.replay_speed", "must be >= 0 (1 = recorded pace, 0 = full speed)")
+        if m.source == "replay":
+            specs = replay_specs(m.replay_path)
+            check(bool(specs), "market.replay_path", "market.source is 'replay' but no replay_path is set")
+            for _, path in specs:
+                check(Path(path).expanduser().exists(), "market.replay_path", f"no such file or folder: {path}")
+        rec = self.feeds.record
+        check(0 <= rec.depth <= self.feeds.book_depth, "feeds.record.depth",
+              f"must be between 0 (= feeds.book_depth) and feeds.book_depth ({self.feeds.book_depth})")
+        check(rec.flush_rows >= 1, "feeds.record.flush_rows", "must be >= 1")
         check(bool(self.symbols), "symbols", "at least one symbol is required")
         seen: set[str] = set()
         for i, s in enumerate(self.symbols):
@@ -152,6 +179,19 @@ class ClusterConfig(Cfg):
 
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_REPLAY_SPEC_RE = re.compile(r"([A-Z0-9]{2,20}(?:/[A-Z0-9]{2,10})?)=(.+)")
+
+
+def replay_specs(value: str | list[str]) -> list[tuple[str, str]]:
+    """`market.replay_path` as (symbol or "", path) pairs: `BTCUSDT=snap.json` names the symbol of bare snapshots."""
+    out = []
+    for spec in [value] if isinstance(value, str) else value:
+        m = _REPLAY_SPEC_RE.fullmatch(spec)
+        if spec and m and not Path(spec).exists():
+            out.append((m.group(1), m.group(2)))
+        elif spec:
+            out.append(("", spec))
+    return out
 _SYMBOL_RE = re.compile(r"[A-Z0-9]{2,20}(/[A-Z0-9]{2,10})?")
 
 

@@ -84,7 +84,7 @@ class ClusterRun:
     stats_at_start: dict[str, int] = field(default_factory=dict)
     started_at: float = 0.0
     api_thread: Any = None
-    market_sim: Any = None  # the venue simulator process (market.source: simulator)
+    market_sim: Any = None  # the venue simulator process (market.source: simulator or replay)
 
     # -- start ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -142,7 +142,7 @@ class ClusterRun:
                               f"{type(exc).__name__}: {exc}") from None
 
     def _start_market(self) -> None:
-        if self.cfg.market.source != "simulator":
+        if self.cfg.market.source not in ("simulator", "replay"):  # replay: the simulator serves the recording
             return
         from gateways.venue_sim.process import SimulatorProcess, SimulatorStartError
 
@@ -170,13 +170,14 @@ class ClusterRun:
         self._wire(feeds=[g.name for g in plan.feeds], strategies=[st.name for st in cfg.strategies])
 
     def _create_feed(self, g: FeedGroup) -> None:
-        from actors.feed import feed_endpoints
+        from actors.feed import feed_endpoints, with_record_dir
 
         endpoints = feed_endpoints(self.cfg, g.venue, self.market_sim.http_url if self.market_sim else "")
         symbol_cfg = self.cfg.symbol_map
         self.feeds[g.name] = FeedActor.options(name=g.name, get_if_exists=True, scheduling_strategy=pinned(g.node_id)
                                                ).remote(g.name, g.venue, [symbol_cfg[s] for s in g.symbols],
-                                                        self.cfg.market, self.cfg.feeds, self.cfg.feeds.transport,
+                                                        self.cfg.market, with_record_dir(self.cfg.feeds, self.run_dir),
+                                                        self.cfg.feeds.transport,
                                                         endpoints)
 
     def _create_strategy(self, name: str, node_id: str) -> None:

@@ -16,7 +16,9 @@ Keys (prefix `rsc:<cluster>:`):
   audit         stream  risk decisions, limit changes, trading state changes
   risk:state    hash  scope -> trading state JSON (reducing / halted, why, who)
   risk:limits   hash  limit overrides set while running: KEY -> JSON value
-  risk:equity   hash  peak_equity, equity, drawdown_pct, day, day_start (risk's loss breakers)
+  risk:equity   hash  peak_equity, equity, drawdown_pct, day, day_start, scope_peaks (risk's loss breakers)
+  risk:controls pub/sub channel: "kill" | "state" | "limits" after each change of those (the risk actor
+                applies a change as soon as it hears of it, and polls them as well)
   stats         hash  counters (orders_submitted, rejected:<reason>, book_updates:<symbol>, ...)
   coid          counter for client order ids
   actors        hash  actor name -> JSON {node_id, pid, role}
@@ -153,10 +155,13 @@ class StateStore:
 
     # -- kill switch ----------------------------------------------------------------------------------
     def set_kill_switch(self, scope: str, on: bool) -> None:
+        pipe = self.r.pipeline(transaction=True)
         if on:
-            self.r.hset(self.key("kill"), scope, "1")
+            pipe.hset(self.key("kill"), scope, "1")
         else:
-            self.r.hdel(self.key("kill"), scope)
+            pipe.hdel(self.key("kill"), scope)
+        pipe.publish(self.key("risk:controls"), "kill")
+        pipe.execute()
 
     def kill_switches(self) -> set[str]:
         return {k.decode() for k in self.r.hkeys(self.key("kill"))}
@@ -172,10 +177,13 @@ class StateStore:
 
     def set_trading_state(self, scope: str, status_json: bytes | None) -> None:
         """`risk:state` hash: scope -> TradingStatus JSON; None (active) removes the scope."""
+        pipe = self.r.pipeline(transaction=True)
         if status_json is None:
-            self.r.hdel(self.key("risk:state"), scope)
+            pipe.hdel(self.key("risk:state"), scope)
         else:
-            self.r.hset(self.key("risk:state"), scope, status_json)
+            pipe.hset(self.key("risk:state"), scope, status_json)
+        pipe.publish(self.key("risk:controls"), "state")
+        pipe.execute()
 
     def trading_states(self) -> dict[str, bytes]:
         return {k.decode(): v for k, v in self.r.hgetall(self.key("risk:state")).items()}
@@ -185,10 +193,19 @@ class StateStore:
         return {k.decode(): v.decode() for k, v in self.r.hgetall(self.key("risk:limits")).items()}
 
     def set_limit_override(self, key: str, value_json: str | None) -> None:
+        pipe = self.r.pipeline(transaction=True)
         if value_json is None:
-            self.r.hdel(self.key("risk:limits"), key)
+            pipe.hdel(self.key("risk:limits"), key)
         else:
-            self.r.hset(self.key("risk:limits"), key, value_json)
+            pipe.hset(self.key("risk:limits"), key, value_json)
+        pipe.publish(self.key("risk:controls"), "limits")
+        pipe.execute()
+
+    def controls_pubsub(self) -> redis.client.PubSub:
+        """A subscription to `risk:controls` (on its own connection; the caller reads and closes it)."""
+        ps = self.r.pubsub(ignore_subscribe_messages=True)
+        ps.subscribe(self.key("risk:controls"))
+        return ps
 
     def set_risk_values(self, values: dict[str, str]) -> None:
         """`risk:equity` hash: peak_equity, equity, drawdown_pct, day, day_start (JSON) as risk last saw them."""
@@ -214,6 +231,50 @@ class StateStore:
         """The latest audit entries, newest first."""
         return [{k.decode(): v.decode() for k, v in f.items()} for _, f in
                 self.r.xrevrange(self.key("audit"), count=count)]
+
+    def write_risk_batch(self, entries: Iterable[RiskDecision | tuple[str, str, bytes | None]],
+                         marks: dict[str, float] | None = None, values: dict[str, str] | None = None) -> None:
+        """The risk actor's write-behind: its queued entries in order, in one pipeline.
+
+        An entry is a decision (audit + stats, as `audit_pipeline`), `("event", kind, data)` (an audit entry;
+        kind `gateway_refused` also counts `rejected:gateway_unavailable`) or `("state", scope, status JSON or
+        None)` (a trading state a breaker set, announced on `risk:controls`). Then the latest marks and
+        `risk:equity` values, if given."""
+        pipe = self.r.pipeline(transaction=False)
+        for e in entries:
+            if isinstance(e, RiskDecision):
+                pipe.xadd(self.key("audit"), {"approved": int(e.approved), "reason": e.reason.value,
+                                              "data": to_json(e)}, maxlen=JOURNAL_MAXLEN, approximate=True)
+                if e.action.value == "new":
+                    pipe.hincrby(self.key("stats"), "orders_submitted", 1)
+                    if not e.approved:
+                        pipe.hincrby(self.key("stats"), f"rejected:{e.reason.value}", 1)
+            elif e[0] == "event":
+                pipe.xadd(self.key("audit"), {"kind": e[1], "data": e[2] or b""}, maxlen=JOURNAL_MAXLEN,
+                          approximate=True)
+                if e[1] == "gateway_refused":
+                    pipe.hincrby(self.key("stats"), "rejected:gateway_unavailable", 1)
+            elif e[0] == "state":
+                if e[2] is None:
+                    pipe.hdel(self.key("risk:state"), e[1])
+                else:
+                    pipe.hset(self.key("risk:state"), e[1], e[2])
+                pipe.publish(self.key("risk:controls"), "state")
+            else:
+                raise ValueError(f"unknown risk write {e[0]!r}")
+        if marks:
+            pipe.hset(self.key("marks"), mapping={k: repr(v) for k, v in marks.items()})
+        if values:
+            pipe.hset(self.key("risk:equity"), mapping=values)
+        pipe.execute()
+
+    def journal_orders_since(self, since_ms: int, event: str = "submit") -> list[Order]:
+        """Orders journaled with `event` from `since_ms` (stream ids are milliseconds) on."""
+        out = []
+        for _, fields in self.r.xrange(self.key("journal"), min=f"{since_ms}-0"):
+            if fields.get(b"kind") == b"order" and fields.get(b"event") == event.encode():
+                out.append(from_json(fields[b"data"], Order))
+        return out  # type: ignore[return-value]
 
     # -- audit and statistics -------------------------------------------------------------------------
     def audit_pipeline(self, decisions: Iterable[RiskDecision]) -> None:

@@ -3,7 +3,11 @@
 Raw: every message as received, with its receive timestamp, one JSON object a line in a gzip
 file: `{"ts": <receive ns>, "kind": "ws" | "rest:<SYMBOL>", "raw": "<the message text>"}`.
 The text is kept verbatim (a JSON string), so a replay feeds the handler the venue's exact bytes.
-Normalized: books (top levels) and trades to Parquet with polars, for analysis.
+Normalized: books (top levels) and trades to Parquet with polars, in the layout `backtest --data`
+reads (`strategies/market_data.py`: `ts_ns` = receive time, `bid_px_i` ...), plus `receive_ts_ns`,
+`crossed` and `stale`. Long recordings are written in parts (`books-<name>-0001.parquet`, ...).
+
+`FeedRecording` is what a feed actor records when `feeds.record` turns it on.
 
 `replay_raw` pushes a raw recording through a `BinanceMarketHandler` (or any handler with
 `on_message` / `on_snapshot`), at the recorded pace (`speed=1.0`) or as fast as possible (`None`).
@@ -46,6 +50,10 @@ class RawRecorder:
         text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8", "replace")
         self._file.write(_encode(RawRecord(recv_ns, kind, text)) + b"\n")
         self.count += 1
+
+    def flush(self) -> None:
+        """Make what was recorded so far readable (a killed process loses at most what came after)."""
+        self._file.flush()
 
     def close(self) -> None:
         self._file.close()
@@ -97,39 +105,139 @@ async def replay_raw(path: str | Path, handler: Any, speed: float | None = None)
 
 
 class NormalizedRecorder:
-    """Buffers normalized books and trades; `close()` writes `books.parquet` and `trades.parquet` in `folder`."""
+    """Buffers normalized books and trades; writes them as Parquet in `folder` every `flush_rows` rows and on `close()`.
 
-    def __init__(self, folder: str | Path, depth: int = 5) -> None:
+    The first part is `books[-<name>].parquet` / `trades[-<name>].parquet`, later ones add `-0001`, ...
+    Adding a row only appends the message (no conversion until a part is written).
+    """
+
+    def __init__(self, folder: str | Path, depth: int = 5, name: str = "", flush_rows: int | None = None) -> None:
         self.folder = Path(folder)
         self.depth = depth
-        self.books: list[dict[str, Any]] = []
-        self.trades: list[dict[str, Any]] = []
+        self.name = name
+        self.flush_rows = flush_rows
+        self.books: list[BookUpdate] = []
+        self.trades: list[Trade] = []
+        self.parts = 0
+        self.files: list[Path] = []
+        self.rows = {"books": 0, "trades": 0}
 
     def add_book(self, b: BookUpdate) -> None:
-        row: dict[str, Any] = {"venue": b.venue, "symbol": b.symbol, "seq": b.seq, "exchange_ts_ns": b.exchange_ts_ns,
-                               "receive_ts_ns": b.receive_ts_ns, "crossed": b.crossed, "stale": b.stale}
-        for side, levels in (("bid", b.bids), ("ask", b.asks)):
-            for i in range(self.depth):
-                price, qty = levels[i] if i < len(levels) else (None, None)
-                row[f"{side}_px_{i}"] = price
-                row[f"{side}_qty_{i}"] = qty
-        self.books.append(row)
+        self.books.append(b)
+        if self.flush_rows is not None and len(self.books) >= self.flush_rows:
+            self.flush()
 
     def add_trade(self, t: Trade) -> None:
-        self.trades.append({"venue": t.venue, "symbol": t.symbol, "trade_id": t.trade_id, "price": t.price,
-                            "qty": t.qty, "aggressor": t.aggressor.value, "exchange_ts_ns": t.exchange_ts_ns,
-                            "receive_ts_ns": t.receive_ts_ns})
+        self.trades.append(t)
+        if self.flush_rows is not None and len(self.trades) >= self.flush_rows:
+            self.flush()
+
+    def _paths(self) -> tuple[Path, Path]:
+        suffix = (f"-{self.name}" if self.name else "") + (f"-{self.parts:04d}" if self.parts else "")
+        return self.folder / f"books{suffix}.parquet", self.folder / f"trades{suffix}.parquet"
+
+    def book_frame(self, books: list[BookUpdate]) -> pl.DataFrame:
+        cols: dict[str, list[Any]] = {k: [] for k in ("ts_ns", "venue", "symbol", "seq", "exchange_ts_ns",
+                                                      "receive_ts_ns", "crossed", "stale")}
+        level_cols = [(side, i, cols.setdefault(f"{side}_px_{i}", []), cols.setdefault(f"{side}_qty_{i}", []))
+                      for side in ("bid", "ask") for i in range(self.depth)]
+        for b in books:
+            cols["ts_ns"].append(b.receive_ts_ns or b.exchange_ts_ns)
+            cols["venue"].append(b.venue)
+            cols["symbol"].append(b.symbol)
+            cols["seq"].append(b.seq)
+            cols["exchange_ts_ns"].append(b.exchange_ts_ns)
+            cols["receive_ts_ns"].append(b.receive_ts_ns)
+            cols["crossed"].append(b.crossed)
+            cols["stale"].append(b.stale)
+            for side, i, px, qty in level_cols:
+                levels = b.bids if side == "bid" else b.asks
+                p, q = levels[i] if i < len(levels) else (None, None)
+                px.append(p)
+                qty.append(q)
+        schema = {"ts_ns": pl.Int64, "venue": pl.Utf8, "symbol": pl.Utf8, "seq": pl.Int64, "exchange_ts_ns": pl.Int64,
+                  "receive_ts_ns": pl.Int64, "crossed": pl.Boolean, "stale": pl.Boolean}
+        schema.update({k: pl.Float64 for k in cols if k not in schema})
+        return pl.DataFrame(cols, schema=schema)
+
+    @staticmethod
+    def trade_frame(trades: list[Trade]) -> pl.DataFrame:
+        return pl.DataFrame({
+            "ts_ns": [t.receive_ts_ns or t.exchange_ts_ns for t in trades], "venue": [t.venue for t in trades],
+            "symbol": [t.symbol for t in trades], "trade_id": [t.trade_id for t in trades],
+            "price": [t.price for t in trades], "qty": [t.qty for t in trades],
+            "aggressor": [t.aggressor.value for t in trades], "exchange_ts_ns": [t.exchange_ts_ns for t in trades],
+            "receive_ts_ns": [t.receive_ts_ns for t in trades],
+        }, schema={"ts_ns": pl.Int64, "venue": pl.Utf8, "symbol": pl.Utf8, "trade_id": pl.Utf8, "price": pl.Float64,
+                   "qty": pl.Float64, "aggressor": pl.Utf8, "exchange_ts_ns": pl.Int64, "receive_ts_ns": pl.Int64})
+
+    def flush(self, force: bool = False) -> tuple[Path, Path] | None:
+        """Write what is buffered as the next part (nothing to write and not `force`: None)."""
+        if not (self.books or self.trades or force):
+            return None
+        books, self.books = self.books, []
+        trades, self.trades = self.trades, []
+        self.folder.mkdir(parents=True, exist_ok=True)
+        bpath, tpath = self._paths()
+        self.book_frame(books).write_parquet(bpath)
+        self.trade_frame(trades).write_parquet(tpath)
+        self.parts += 1
+        self.files += [bpath, tpath]
+        self.rows["books"] += len(books)
+        self.rows["trades"] += len(trades)
+        return bpath, tpath
 
     def close(self) -> tuple[Path, Path]:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        book_schema = {"venue": pl.Utf8, "symbol": pl.Utf8, "seq": pl.Int64, "exchange_ts_ns": pl.Int64,
-                       "receive_ts_ns": pl.Int64, "crossed": pl.Boolean, "stale": pl.Boolean,
-                       **{f"{s}_{k}_{i}": pl.Float64 for s in ("bid", "ask") for i in range(self.depth)
-                          for k in ("px", "qty")}}
-        trade_schema = {"venue": pl.Utf8, "symbol": pl.Utf8, "trade_id": pl.Utf8, "price": pl.Float64,
-                        "qty": pl.Float64, "aggressor": pl.Utf8, "exchange_ts_ns": pl.Int64, "receive_ts_ns": pl.Int64}
-        books = self.folder / "books.parquet"
-        trades = self.folder / "trades.parquet"
-        pl.DataFrame(self.books, schema=book_schema).write_parquet(books)
-        pl.DataFrame(self.trades, schema=trade_schema).write_parquet(trades)
-        return books, trades
+        """Write the rest; returns the first part's (books, trades) paths (written even when empty)."""
+        self.flush(force=not self.parts)
+        return self.files[0], self.files[1]
+
+
+def _file_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "feed"
+
+
+class FeedRecording:
+    """What one feed actor records (`feeds.record`): raw messages to `raw-<name>-<start>.jsonl.gz` and
+    normalized books/trades to `books-<name>-<start>*.parquet` / `trades-...` in `folder`.
+
+    The start time in the names keeps a restarted actor from appending to a file its predecessor may
+    have left torn.
+    """
+
+    def __init__(self, folder: str | Path, name: str, raw: bool, normalized: bool, depth: int,
+                 flush_rows: int = 20_000, flush_interval_s: float = 1.0) -> None:
+        import datetime as dt
+        import os
+
+        self.folder = Path(folder)
+        stem = f"{_file_name(name)}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        self.raw = RawRecorder(self.folder / f"raw-{stem}.jsonl.gz") if raw else None
+        self.normalized = NormalizedRecorder(self.folder, depth, stem, flush_rows) if normalized else None
+        self.flush_interval_s = flush_interval_s
+        self._next_flush = 0.0
+
+    def add(self, books: dict[str, BookUpdate], trades: list[Trade]) -> None:
+        rec = self.normalized
+        if rec is not None:
+            for b in books.values():
+                rec.add_book(b)
+            for t in trades:
+                rec.add_trade(t)
+
+    def tick(self, now_monotonic: float) -> None:
+        """Flush the raw file about once per `flush_interval_s` (called from the actor's loop)."""
+        if self.raw is not None and now_monotonic >= self._next_flush:
+            self._next_flush = now_monotonic + self.flush_interval_s
+            self.raw.flush()
+
+    def close(self) -> list[Path]:
+        """Close everything; returns the files written."""
+        out = []
+        if self.raw is not None:
+            self.raw.close()
+            out.append(self.raw.path)
+        if self.normalized is not None:
+            self.normalized.close()
+            out += self.normalized.files
+        return out

@@ -7,6 +7,8 @@ in, `BinanceDepthSync` applying them to an `OrderBook`, `BookUpdate` out.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from cluster.config import MarketSection, SymbolSection
@@ -35,7 +37,11 @@ _trade = msgspec.json.Decoder(_TradeEvent)
 
 
 class SimulatedFeed:
-    def __init__(self, venue: str, sym: SymbolSection, market: MarketSection, book_depth: int):
+    """`recorder` (a `gateways.recording.RawRecorder`): the market's raw messages and the snapshots used, as
+    a network feed records them, so a built-in run can be replayed on the venue simulator."""
+
+    def __init__(self, venue: str, sym: SymbolSection, market: MarketSection, book_depth: int,
+                 recorder: Any = None):
         self.venue = venue
         self.symbol = sym.symbol
         self.depth = book_depth
@@ -47,6 +53,7 @@ class SimulatedFeed:
         self.clock_ms = 0
         self.trades = 0
         self.malformed = 0
+        self.recorder = recorder
 
     @property
     def counters(self) -> dict[str, int]:
@@ -55,11 +62,19 @@ class SimulatedFeed:
     def step(self, dt_s: float, now_ns: int) -> tuple[BookUpdate | None, list[Trade]]:
         self.clock_ms += max(int(dt_s * 1000), 1)
         before = self.sync.counters.get("applied", 0)
-        trades = [t for raw in self.market.step(dt_s, self.clock_ms) if (t := self.on_message(raw, now_ns))]
+        msgs = self.market.step(dt_s, self.clock_ms)
+        rec = self.recorder
+        if rec is not None:
+            for raw in msgs:
+                rec.record("ws", raw, now_ns)
+        trades = [t for raw in msgs if (t := self.on_message(raw, now_ns))]
         self.trades += len(trades)
         if self.sync.state is not SyncState.SYNCED:
             # As Binance documents: events are buffered first, then the REST snapshot is fetched.
-            self.sync.on_snapshot(msgspec.json.decode(self.market.snapshot()))
+            body = self.market.snapshot()
+            if rec is not None:
+                rec.record(f"rest:{self.symbol}", body, now_ns)
+            self.sync.on_snapshot(body)
         if self.sync.state is not SyncState.SYNCED or self.sync.counters.get("applied", 0) == before:
             return None, trades
         return self.book.to_update(seq=self.sync.last_update_id, depth=self.depth, exchange_ts_ns=self.clock_ms * 1_000_000,

@@ -8,8 +8,14 @@ fixed order; the first refusal wins; every decision carries the numbers that
 decided it.
 
 Per-decision work is O(1): the limits that apply to a (strategy, venue, symbol) are
-resolved once and cached; open quantity, open-order counts, exposure sums and rate
-windows are kept incrementally as orders are reserved, filled and released.
+resolved once and cached, with the plan of checks that can refuse its orders (a check
+with nothing configured for it is left out of the plan, never run to find nothing);
+open quantity, open-order counts, exposure sums and rate windows are kept
+incrementally as orders are reserved, filled and released.
+
+Notional intents (`notional` set, `qty` 0, market orders only) are checked as
+qty = notional / the fresh mid the collar uses, in every check; the order carries
+that estimate and the notional.
 
 State changes come in three calls: `check` (decide, no state change except cancel
 rates), `reserve` (an approved order is sent: reserve its limits and count its use),
@@ -43,7 +49,7 @@ from cluster.messages import (
 from risk.exposure import CLUSTER, ExposureBook
 from risk.limits import HIGHER_IS_TIGHTER
 from risk.losses import LossMonitor, Trip
-from risk.rates import DuplicateFilter, RateBook
+from risk.rates import MINUTE_NS, SECOND_NS, DuplicateFilter, RateBook
 from risk.schedule import Schedule
 from risk.trading_state import TradingState, TradingStatus, auto_allowed
 
@@ -139,6 +145,8 @@ class Resolved:
         self.sched_scopes: tuple[str, ...] = ()
         self.sched_second = -1
         self.sched_result: tuple[str, str] | None = None
+        self.rate_checks: list[tuple[Any, str, float | None, float | None]] = []  # (RateCounter, key, /s, /min)
+        self.plan: tuple[Check, ...] = ()  # the checks after `_check_known` that can refuse this triple's orders
         self.lot = sym.lot_size if sym is not None else 0.0
         self.lot_ok_qty = -1.0  # the last quantity found on the lot grid
         self.tick = sym.tick_size if sym is not None else 0.0
@@ -165,16 +173,26 @@ def _ns(seconds: float | None) -> int | None:
 
 
 class CheckContext:
-    __slots__ = ("intent", "now_ns", "mark", "price", "res", "values", "_reduces")
+    __slots__ = ("intent", "now_ns", "qty", "mark", "price", "order_price", "res", "values", "_reduces")
 
     def __init__(self, intent: OrderIntent, now: int, res: Resolved | None):
         self.intent = intent
         self.now_ns = now
+        self.qty = intent.qty  # what every check counts: the intent's qty, or notional / mid for a notional intent
         self.mark: float | None = None  # a fresh reference price, if there is one
         self.price: float | None = None  # the price the order is valued (and, for market orders, protected) at
+        self.order_price: float | None = intent.price  # the limit price, or a market order's protection price
         self.res = res
         self.values: dict[str, float] = {}
         self._reduces: bool | None = None
+
+
+def dup_key(strategy: str, symbol: str, side: Side, price: float | None, qty: float,
+            notional: float | None = None) -> tuple:
+    """What makes two orders duplicates: a notional order is keyed by its notional, not its estimated qty."""
+    if notional is not None:
+        return (strategy, symbol, side, "notional", notional)
+    return (strategy, symbol, side, price, qty)
 
 
 Check = Callable[["RiskEngine", CheckContext], RiskDecision | None]
@@ -212,11 +230,7 @@ class RiskEngine:
         self.schedule = Schedule(limits.schedules)
         self._resolved: dict[str, dict[str, Resolved]] = {}  # strategy -> symbol -> resolved limits
         self.max_mark_age_ns = int(limits.max_mark_age_s * 1e9)
-        self.checks: list[Check] = [
-            _check_known, _check_kill_switch, _check_quantity, _check_trading_state, _check_schedule,
-            _check_reference_price, _check_order_size, _check_duplicate, _check_rates, _check_open_orders,
-            _check_self_trade, _check_position, _check_exposure,
-        ]
+        self.checks: tuple[Check, ...] = CHECKS
 
     # -- limits ----------------------------------------------------------------------------------
     def set_limits(self, limits: RiskSection) -> None:
@@ -244,6 +258,8 @@ class RiskEngine:
         r.exp_checks = [(book.bucket(bucket), book.entry(bucket, symbol), g, n, scope)
                         for bucket, g, n, scope in r.exposure]
         r.sched_scopes = tuple(sc for sc in r.state_scopes if sc in self.schedule.by_scope)
+        r.rate_checks = [(self.order_rates.get(k), k, ps, pm) for k, ps, pm in r.rates]
+        r.plan = tuple(c for c in self.checks[1:] if _applies(c, r, self))
         return r
 
     def scopes(self, intent: OrderIntent) -> list[tuple[str, RiskLimits]]:
@@ -295,7 +311,8 @@ class RiskEngine:
         self._reserve(order)
         self.order_rates.add(f"strategy:{order.strategy}", ts)
         self.order_rates.add(f"venue:{order.venue}", ts)
-        self.duplicates.add((order.strategy, order.symbol, order.side, order.price, order.qty), ts)
+        self.duplicates.add(dup_key(order.strategy, order.symbol, order.side, order.price, order.qty,
+                                    order.notional), ts)
 
     def _reserve(self, order: Order) -> None:
         coid = order.client_order_id
@@ -371,16 +388,16 @@ class RiskEngine:
             if not o.status.is_terminal:
                 self._reserve(o)
 
-    def restore_usage(self, approved: Iterable[tuple[str, str, str, Side, float | None, float, int]],
+    def restore_usage(self, approved: Iterable[tuple[str, str, str, Side, float | None, float, int, float | None]],
                       cancels: Iterable[tuple[str, str, int]]) -> None:
-        """Refill rate windows and the duplicate filter from the audit of the last minute.
+        """Refill rate windows and the duplicate filter from what was approved in the last minute.
 
-        `approved`: (strategy, venue, symbol, side, price, qty, ts_ns) of approved new orders;
-        `cancels`: (strategy, venue, ts_ns) of approved cancels."""
-        for strategy, venue, symbol, side, price, qty, ts in approved:
+        `approved`: (strategy, venue, symbol, side, price, qty, ts_ns, notional) of approved new orders, oldest
+        first; `cancels`: (strategy, venue, ts_ns) of approved cancels."""
+        for strategy, venue, symbol, side, price, qty, ts, notional in sorted(approved, key=lambda a: a[6]):
             self.order_rates.add(f"strategy:{strategy}", ts)
             self.order_rates.add(f"venue:{venue}", ts)
-            self.duplicates.add((strategy, symbol, side, price, qty), ts)
+            self.duplicates.add(dup_key(strategy, symbol, side, price, qty, notional), ts)
         for strategy, venue, ts in cancels:
             self.cancel_rates.add(f"strategy:{strategy}", ts)
             self.cancel_rates.add(f"venue:{venue}", ts)
@@ -418,7 +435,16 @@ class RiskEngine:
         ctx = CheckContext(intent, now if now is not None else now_ns(), None)
         if intent.action is IntentAction.CANCEL:
             return self._check_cancel(ctx)
-        for check in self.checks:
+        by_symbol = self._resolved.get(intent.strategy)
+        r = by_symbol.get(intent.symbol) if by_symbol is not None else None
+        if r is not None and r.venue == intent.venue:  # resolved before: venue and symbol are known
+            ctx.res = r
+        else:
+            refused = _check_known(self, ctx)
+            if refused is not None:
+                return refused
+            r = ctx.res
+        for check in r.plan:  # type: ignore[union-attr]
             refused = check(self, ctx)
             if refused is not None:
                 return refused
@@ -432,8 +458,16 @@ class RiskEngine:
                             action=i.action, detail=detail, values=ctx.values, ts_ns=ctx.now_ns)
 
     def make_order(self, intent: OrderIntent, decision: RiskDecision, client_order_id: str, ts_ns: int) -> Order:
-        """The order an approved intent becomes; a market order leaves as a limit IOC at its protection price."""
+        """The order an approved intent becomes; a market order leaves as a limit IOC at its protection price.
+
+        A notional intent stays a market order (venues take a quote amount only on market orders) carrying the
+        notional and risk's estimate of its quantity."""
         protect = decision.values.get("protection_price")
+        if intent.notional is not None:
+            return Order(client_order_id=client_order_id, strategy=intent.strategy, venue=intent.venue,
+                         symbol=intent.symbol, side=intent.side, qty=decision.values["qty"],
+                         order_type=OrderType.MARKET, tif=intent.tif, created_ts_ns=ts_ns,
+                         trigger_ts_ns=intent.trigger_ts_ns, notional=intent.notional)
         if intent.order_type is OrderType.MARKET and protect is not None:
             return Order(client_order_id=client_order_id, strategy=intent.strategy, venue=intent.venue,
                          symbol=intent.symbol, side=intent.side, qty=intent.qty, order_type=OrderType.LIMIT,
@@ -497,8 +531,22 @@ def _check_kill_switch(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | Non
     return None
 
 
+def _fresh_mark(eng: RiskEngine, ctx: CheckContext) -> float | None:
+    """The symbol's reference price if it is younger than max_mark_age_s (noted in the decision's values)."""
+    mark = eng.marks.get(ctx.intent.symbol)
+    if mark is not None:
+        if ctx.now_ns - mark[1] <= eng.max_mark_age_ns:
+            ctx.mark = mark[0]
+            ctx.values["mark"] = mark[0]
+        else:
+            ctx.values["mark_age_s"] = (ctx.now_ns - mark[1]) / 1e9
+    return ctx.mark
+
+
 def _check_quantity(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
     i = ctx.intent
+    if i.notional is not None:
+        return _notional_quantity(eng, ctx)
     qty = i.qty
     ctx.values["qty"] = qty
     if not 0.0 < qty < INF:  # NaN fails every comparison
@@ -511,6 +559,30 @@ def _check_quantity(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
     return None
 
 
+def _notional_quantity(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
+    """A notional intent: a market order for an amount of quote currency, checked as notional / fresh mid."""
+    i = ctx.intent
+    notional = i.notional
+    ctx.values["notional"] = notional  # type: ignore[assignment]
+    if i.order_type is not OrderType.MARKET:
+        return eng.decide(ctx, False, RejectReason.INVALID_ORDER,
+                          f"a notional order must be a market order (got {i.order_type.value}): "
+                          "venues take an amount of quote currency only on market orders")
+    if i.qty != 0.0:
+        return eng.decide(ctx, False, RejectReason.INVALID_ORDER,
+                          f"a notional order carries qty 0 (risk estimates it from the mid), got qty {i.qty!r}")
+    if not 0.0 < notional < INF:  # type: ignore[operator]
+        return eng.decide(ctx, False, RejectReason.INVALID_ORDER, f"notional {notional!r} must be a positive number")
+    mark = _fresh_mark(eng, ctx)
+    if mark is None:
+        return eng.decide(ctx, False, RejectReason.NO_REFERENCE_PRICE,
+                          f"no reference price for {i.symbol} younger than {eng.limits.max_mark_age_s}s "
+                          f"to turn notional {notional:g} into a quantity")
+    ctx.qty = notional / mark  # type: ignore[operator]
+    ctx.values["qty"] = ctx.qty
+    return None
+
+
 def reduces_own_position(eng: RiskEngine, ctx: CheckContext) -> bool:
     """Does the order shrink its strategy's position without flipping it, counting same-side working orders?"""
     if ctx._reduces is None:
@@ -519,17 +591,18 @@ def reduces_own_position(eng: RiskEngine, ctx: CheckContext) -> bool:
         if e is None:
             ctx._reduces = False
         elif i.side is Side.BUY:
-            ctx._reduces = e.pos < 0 and e.buys + i.qty <= -e.pos + EPS
+            ctx._reduces = e.pos < 0 and e.buys + ctx.qty <= -e.pos + EPS
         else:
-            ctx._reduces = e.pos > 0 and e.sells + i.qty <= e.pos + EPS
+            ctx._reduces = e.pos > 0 and e.sells + ctx.qty <= e.pos + EPS
     return ctx._reduces
 
 
 def _check_trading_state(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
     states = eng.trading_states
-    if not states:
+    scopes = ctx.res.state_scopes  # type: ignore[union-attr]
+    if not states or states.keys().isdisjoint(scopes):
         return None
-    for scope in ctx.res.state_scopes:  # type: ignore[union-attr]
+    for scope in scopes:
         st = states.get(scope)
         if st is None:
             continue
@@ -543,8 +616,6 @@ def _check_trading_state(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | N
 
 def _check_schedule(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
     r = ctx.res
-    if not r.sched_scopes:  # type: ignore[union-attr]
-        return None
     second = ctx.now_ns // 1_000_000_000
     if second != r.sched_second:  # type: ignore[union-attr]
         r.sched_second = second  # type: ignore[union-attr]
@@ -561,35 +632,38 @@ def _check_reference_price(eng: RiskEngine, ctx: CheckContext) -> RiskDecision |
     """Collars, notional limits and market orders need a fresh reference price; without one: refuse."""
     i = ctx.intent
     r = ctx.res
-    mark = eng.marks.get(i.symbol)
-    if mark is not None:
-        if ctx.now_ns - mark[1] <= eng.max_mark_age_ns:
-            ctx.mark = mark[0]
-            ctx.values["mark"] = mark[0]
-        else:
-            ctx.values["mark_age_s"] = (ctx.now_ns - mark[1]) / 1e9
+    if i.notional is None:
+        mark = eng.marks.get(i.symbol)  # `_fresh_mark`, inlined: this runs on every order
+        if mark is not None:
+            if ctx.now_ns - mark[1] <= eng.max_mark_age_ns:
+                ctx.mark = mark[0]
+                ctx.values["mark"] = mark[0]
+            else:
+                ctx.values["mark_age_s"] = (ctx.now_ns - mark[1]) / 1e9
+    mark_px = ctx.mark  # a notional intent found it in `_check_quantity`
     if i.order_type is OrderType.MARKET:
-        if ctx.mark is None:
+        if mark_px is None:
             return eng.decide(ctx, False, RejectReason.NO_REFERENCE_PRICE,
                               f"no reference price for {i.symbol} younger than {eng.limits.max_mark_age_s}s")
         slip = r.slippage_bps  # type: ignore[union-attr]
         if slip is None:
             return eng.decide(ctx, False, RejectReason.PRICE_COLLAR,
                               "a market order needs max_slippage_bps (none configured for its scopes)")
-        raw = ctx.mark * (1 + slip / 1e4) if i.side is Side.BUY else ctx.mark * (1 - slip / 1e4)
+        buy = i.side is Side.BUY
+        raw = mark_px * (1 + slip / 1e4) if buy else mark_px * (1 - slip / 1e4)
         tick = r.tick  # type: ignore[union-attr]
         if tick > 0:  # round inward, so the protection never allows more than the slippage
-            raw = math.floor(raw / tick + EPS) * tick if i.side is Side.BUY else math.ceil(raw / tick - EPS) * tick
-        ctx.price = raw
-        ctx.values["protection_price"] = raw
-        ctx.values["max_slippage_bps"] = slip
+            raw = math.floor(raw / tick + EPS) * tick if buy else math.ceil(raw / tick - EPS) * tick
+        ctx.price = ctx.order_price = raw
+        values = ctx.values
+        values["protection_price"] = raw
+        values["max_slippage_bps"] = slip
         return None
     price = i.price  # limit order: valued at the worse of its price and the mark
-    mark_px = ctx.mark
     if mark_px is None:
         ctx.price = price
     else:
-        ctx.price = (price if price > mark_px else mark_px) if i.side is Side.BUY else (
+        ctx.price = (price if price > mark_px else mark_px) if i.side is Side.BUY else (  # type: ignore[operator]
             price if price < mark_px else mark_px)  # type: ignore[operator]
     collar = r.collar_bps  # type: ignore[union-attr]
     if collar is not None:
@@ -609,33 +683,39 @@ def _check_reference_price(eng: RiskEngine, ctx: CheckContext) -> RiskDecision |
 def _check_order_size(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
     i = ctx.intent
     r = ctx.res
+    qty = ctx.qty
     lot = r.lot  # type: ignore[union-attr]
-    if lot > 0 and i.qty != r.lot_ok_qty:  # type: ignore[union-attr]
-        steps = i.qty / lot
+    # A notional order's qty is an estimate the venue sizes, so it is not held to the lot grid.
+    if lot > 0 and qty != r.lot_ok_qty and i.notional is None:  # type: ignore[union-attr]
+        steps = qty / lot
         if abs(steps - round(steps)) > 1e-6:
             ctx.values["lot_size"] = lot
-            return eng.decide(ctx, False, RejectReason.LOT_SIZE, f"qty {i.qty} is not a multiple of the lot size {lot}")
-        r.lot_ok_qty = i.qty  # type: ignore[union-attr]
+            return eng.decide(ctx, False, RejectReason.LOT_SIZE, f"qty {qty} is not a multiple of the lot size {lot}")
+        r.lot_ok_qty = qty  # type: ignore[union-attr]
     max_qty = r.order_qty  # type: ignore[union-attr]
-    if max_qty is not None and i.qty > max_qty:
+    if max_qty is not None and qty > max_qty:
         ctx.values["max_order_qty"] = max_qty
         return eng.decide(ctx, False, RejectReason.MAX_ORDER_QTY,
-                          f"qty {i.qty} > max_order_qty {max_qty} ({r.where['max_order_qty']})")  # type: ignore[union-attr]
+                          f"qty {qty:g} > max_order_qty {max_qty} ({r.where['max_order_qty']})")  # type: ignore[union-attr]
     max_notional = r.order_notional  # type: ignore[union-attr]
     min_notional = r.min_notional  # type: ignore[union-attr]
     if max_notional is not None or min_notional is not None:
-        if ctx.price is None:
+        if i.notional is not None:
+            notional = i.notional  # exactly what the venue will trade
+        elif ctx.price is None:
             return eng.decide(ctx, False, RejectReason.NO_REFERENCE_PRICE, "no price to value the order's notional")
-        notional = i.qty * ctx.price
-        ctx.values["notional"] = notional
+        else:
+            notional = qty * ctx.price
+        values = ctx.values
+        values["notional"] = notional
         if max_notional is not None:
-            ctx.values["max_order_notional"] = max_notional
+            values["max_order_notional"] = max_notional
             if notional > max_notional:
                 return eng.decide(ctx, False, RejectReason.MAX_ORDER_NOTIONAL,
                                   f"notional {notional:.2f} > max_order_notional {max_notional} "
                                   f"({r.where['max_order_notional']})")  # type: ignore[union-attr]
         if min_notional is not None and notional < min_notional:
-            ctx.values["min_order_notional"] = min_notional
+            values["min_order_notional"] = min_notional
             return eng.decide(ctx, False, RejectReason.MIN_NOTIONAL,
                               f"notional {notional:.2f} < min_order_notional {min_notional} "
                               f"({r.where['min_order_notional']})")  # type: ignore[union-attr]
@@ -644,28 +724,33 @@ def _check_order_size(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None
 
 def _check_duplicate(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
     window = ctx.res.dup_window_ns  # type: ignore[union-attr]
-    if window is None:
-        return None
     i = ctx.intent
-    price = ctx.values.get("protection_price", i.price)
-    age = eng.duplicates.age_ns((i.strategy, i.symbol, i.side, price, i.qty), ctx.now_ns)
-    if age is not None and age < window:
-        ctx.values.update(age_s=age / 1e9, duplicate_window_s=window / 1e9)
+    if i.notional is None:
+        key: tuple = (i.strategy, i.symbol, i.side, ctx.order_price, i.qty)
+    else:
+        key = dup_key(i.strategy, i.symbol, i.side, None, 0.0, i.notional)
+    ts = eng.duplicates.last.get(key)
+    if ts is not None and ctx.now_ns - ts < window:  # type: ignore[operator]
+        age = ctx.now_ns - ts
+        ctx.values.update(age_s=age / 1e9, duplicate_window_s=window / 1e9)  # type: ignore[operator]
+        what = "notional" if i.notional is not None else "price and qty"
         return eng.decide(ctx, False, RejectReason.DUPLICATE_ORDER,
-                          f"same strategy, side, price and qty approved {age / 1e9:.3f}s ago "
-                          f"< duplicate_window_s {window / 1e9:g}")
+                          f"same strategy, side, {what} approved {age / 1e9:.3f}s ago "
+                          f"< duplicate_window_s {window / 1e9:g}")  # type: ignore[operator]
     return None
 
 
 def _check_rates(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
-    rates = ctx.res.rates  # type: ignore[union-attr]
-    if not rates:
-        return None
     now = ctx.now_ns
-    counters = eng.order_rates.counters
-    for key, per_s, per_m in rates:
-        c = counters.get(key)
-        n_s, n_m = (0, 0) if c is None else c.counts(now)
+    for counter, key, per_s, per_m in ctx.res.rate_checks:  # type: ignore[union-attr]
+        sec, mnt = counter.second, counter.minute  # RateCounter.counts, inlined: this runs on every order
+        lo = now - SECOND_NS
+        while sec and sec[0] <= lo:
+            sec.popleft()
+        lo = now - MINUTE_NS
+        while mnt and mnt[0] <= lo:
+            mnt.popleft()
+        n_s, n_m = len(sec), len(mnt)
         if per_s is not None and n_s + 1 > per_s:
             ctx.values.update(orders_last_s=float(n_s), max_orders_per_s=per_s)
             return eng.decide(ctx, False, RejectReason.ORDER_RATE,
@@ -678,11 +763,8 @@ def _check_rates(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
 
 
 def _check_open_orders(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
-    limits = ctx.res.open_limits  # type: ignore[union-attr]
-    if not limits:
-        return None
     counts = eng.open_counts
-    for key, lim in limits:
+    for key, lim in ctx.res.open_limits:  # type: ignore[union-attr]
         n = counts.get(key, 0)
         if n + 1 > lim:
             ctx.values.update(open_orders=float(n), max_open_orders=lim)
@@ -692,12 +774,10 @@ def _check_open_orders(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | Non
 
 
 def _check_self_trade(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
-    if not eng.limits.self_trade_prevention:
-        return None
-    i = ctx.intent
-    price = ctx.values.get("protection_price", i.price)
+    price = ctx.order_price
     if price is None:
         return None
+    i = ctx.intent
     buy = i.side is Side.BUY
     book = eng.resting.get(ctx.res.rest_vs_buy if buy else ctx.res.rest_vs_sell)  # type: ignore[union-attr]
     if not book:
@@ -717,13 +797,9 @@ def _check_self_trade(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None
 
 
 def _check_position(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
-    limits = ctx.res.pos_checks  # type: ignore[union-attr]
-    if not limits:
-        return None
-    i = ctx.intent
-    buy = i.side is Side.BUY
-    qty = i.qty
-    for e, max_qty, max_notional, where_qty, where_notional in limits:
+    buy = ctx.intent.side is Side.BUY
+    qty = ctx.qty
+    for e, max_qty, max_notional, where_qty, where_notional in ctx.res.pos_checks:  # type: ignore[union-attr]
         position = e.pos
         worst = position + e.buys + qty if buy else position - e.sells - qty
         aw = -worst if worst < 0 else worst
@@ -748,30 +824,27 @@ def _check_position(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
 
 def _check_exposure(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
     """Gross and net worst-case notional across symbols, per bucket, counting the order."""
-    r = ctx.res
-    if not r.exp_checks:  # type: ignore[union-attr]
-        return None
-    i = ctx.intent
     if ctx.price is None:
         return eng.decide(ctx, False, RejectReason.NO_REFERENCE_PRICE, "no price to value the exposure")
-    book = eng.exposure
-    px = book.prices.get(i.symbol, ctx.price)
-    add = i.qty * px
+    i = ctx.intent
+    px = eng.exposure.prices.get(i.symbol, ctx.price)
+    qty = ctx.qty
+    add = qty * px
     buy = i.side is Side.BUY
-    qty = i.qty
-    for b, e, max_gross, max_net, scope in r.exp_checks:  # type: ignore[union-attr]
+    for b, e, max_gross, max_net, scope in ctx.res.exp_checks:  # type: ignore[union-attr]
         g_total = b.gross
-        net_old = b.long if buy else b.short
-        g_old, pos, buys, sells = e.gross, e.pos, e.buys, e.sells
+        pos = e.pos
         if buy:
-            lg, sh = (pos + buys + qty) * px, (pos - sells) * px
+            net_old = b.long
+            lg, sh = (pos + e.buys + qty) * px, (pos - e.sells) * px
             net_new = net_old + add
         else:
-            lg, sh = (pos + buys) * px, (pos - sells - qty) * px
+            net_old = b.short
+            lg, sh = (pos + e.buys) * px, (pos - e.sells - qty) * px
             net_new = net_old - add
         lg = -lg if lg < 0 else lg
         sh = -sh if sh < 0 else sh
-        g_new = g_total - g_old + (lg if lg > sh else sh)
+        g_new = g_total - e.gross + (lg if lg > sh else sh)
         if max_gross is not None and g_new > max_gross + EPS and g_new > g_total + EPS:
             ctx.values.update(gross_exposure=g_new, max_gross_exposure=max_gross)
             return eng.decide(ctx, False, RejectReason.GROSS_EXPOSURE,
@@ -782,3 +855,29 @@ def _check_exposure(eng: RiskEngine, ctx: CheckContext) -> RiskDecision | None:
             return eng.decide(ctx, False, RejectReason.NET_EXPOSURE,
                               f"worst-case net exposure {net_new:.2f} would exceed max_net_exposure {max_net} ({scope})")
     return None
+
+
+CHECKS: tuple[Check, ...] = (
+    _check_known, _check_kill_switch, _check_quantity, _check_trading_state, _check_schedule,
+    _check_reference_price, _check_order_size, _check_duplicate, _check_rates, _check_open_orders,
+    _check_self_trade, _check_position, _check_exposure,
+)
+
+# When a check can refuse a (strategy, venue, symbol)'s orders; the others always run (what they read changes
+# while running: kill switches, trading states, marks). A limits change rebuilds every plan.
+_APPLIES: dict[Check, Callable[[Resolved, RiskEngine], bool]] = {
+    _check_schedule: lambda r, eng: bool(r.sched_scopes),
+    _check_order_size: lambda r, eng: (r.lot > 0 or r.order_qty is not None or r.order_notional is not None
+                                       or r.min_notional is not None),
+    _check_duplicate: lambda r, eng: r.dup_window_ns is not None,
+    _check_rates: lambda r, eng: bool(r.rate_checks),
+    _check_open_orders: lambda r, eng: bool(r.open_limits),
+    _check_self_trade: lambda r, eng: eng.limits.self_trade_prevention,
+    _check_position: lambda r, eng: bool(r.pos_checks),
+    _check_exposure: lambda r, eng: bool(r.exp_checks),
+}
+
+
+def _applies(check: Check, r: Resolved, eng: RiskEngine) -> bool:
+    rule = _APPLIES.get(check)
+    return rule is None or rule(r, eng)

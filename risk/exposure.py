@@ -36,7 +36,9 @@ class Bucket:
     def touch(self, e: Entry, price: float) -> None:
         lg = (e.pos + e.buys) * price
         sh = (e.pos - e.sells) * price
-        gr = abs(lg) if abs(lg) > abs(sh) else abs(sh)
+        a = -lg if lg < 0.0 else lg
+        b = -sh if sh < 0.0 else sh
+        gr = a if a > b else b
         self.gross += gr - e.gross
         self.long += lg - e.long
         self.short += sh - e.short
@@ -95,9 +97,11 @@ class ExposureBook:
         buy = side is Side.BUY
         for b, e in self._entries(strategy, venue, symbol):
             if buy:
-                e.buys = e.buys + qty if e.buys + qty > 0.0 else 0.0
+                v = e.buys + qty
+                e.buys = v if v > 0.0 else 0.0
             else:
-                e.sells = e.sells + qty if e.sells + qty > 0.0 else 0.0
+                v = e.sells + qty
+                e.sells = v if v > 0.0 else 0.0
             b.touch(e, price)
 
     def set_price(self, symbol: str, price: float) -> None:

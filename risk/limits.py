@@ -16,6 +16,7 @@ from typing import Any, Literal
 import msgspec
 
 from cluster.config_base import Cfg, ConfigError, check
+from risk.sun import MAX_ABS_LATITUDE
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -48,23 +49,38 @@ class RiskLimits(Cfg):
     duplicate_window_s: float | None = None
     # Loss (realized + unrealized - fees) since the start of the trading day that trips `loss_action`.
     daily_loss_limit: float | None = None
+    # Loss breakers of a venue or strategy scope (the cluster's are the top-level `risk.max_drawdown_pct`,
+    # `risk.capital`, `risk.loss_action`): drawdown from the scope's peak equity, equity = `capital` (the
+    # scope's equity base; default `risk.capital`) + the scope's P&L; what a breaker of this scope switches
+    # it to (default `risk.loss_action`).
+    max_drawdown_pct: float | None = None
+    capital: float | None = None
+    loss_action: Literal["reducing", "halted"] | None = None
 
 
 # A larger value of these is the tighter limit; for every other field the smaller one is.
 HIGHER_IS_TIGHTER = frozenset({"min_order_notional", "duplicate_window_s"})
 
-# Fields that mean nothing at a scope (validation refuses them there).
-NOT_AT_SCOPE: dict[str, frozenset[str]] = {
-    "symbols": frozenset({"max_gross_exposure", "max_net_exposure", "max_orders_per_s", "max_orders_per_min",
-                          "max_cancels_per_s", "max_cancels_per_min"}),
+# Fields that mean nothing at a scope (validation refuses them there, with the reason).
+_CLUSTER_LOSS = "the cluster's breaker is risk.max_drawdown_pct / risk.capital / risk.loss_action (top level)"
+NOT_AT_SCOPE: dict[str, dict[str, str]] = {
+    "symbols": {**{f: "has no meaning per symbol; set it under defaults, venues or strategies"
+                   for f in ("max_gross_exposure", "max_net_exposure", "max_orders_per_s", "max_orders_per_min",
+                             "max_cancels_per_s", "max_cancels_per_min")},
+                **{f: "a drawdown breaker applies to the cluster, a venue or a strategy, not a symbol"
+                   for f in ("max_drawdown_pct", "capital")}},
+    "defaults": {f: _CLUSTER_LOSS for f in ("max_drawdown_pct", "capital", "loss_action")},
 }
+# The loss-breaker fields of a scope: not limits an order is checked against.
+LOSS_FIELDS = frozenset({"max_drawdown_pct", "capital", "loss_action"})
 
 SCOPE_MEANING = {
     "defaults": "every order; position: each symbol's cluster-wide net; exposure and daily loss: the whole cluster; "
                 "rates, open orders, duplicates: each strategy",
     "venues": "orders on the venue; position: cluster-wide net of its symbols; exposure, rates, open orders, "
-              "daily loss: the venue's total",
-    "strategies": "the strategy's orders; position, exposure, rates, open orders, daily loss: the strategy's own",
+              "daily loss, drawdown: the venue's total",
+    "strategies": "the strategy's orders; position, exposure, rates, open orders, daily loss, drawdown: the "
+                  "strategy's own",
     "symbols": "orders in the symbol; position, open orders, daily loss: the cluster-wide total in the symbol",
 }
 
@@ -86,7 +102,9 @@ class ScheduleWindow(Cfg):
     `kind: pause`: risk-increasing orders are refused inside it. Positions are kept either way.
     Either `days` with `start`/`end` as `HH:MM` (the same hours each listed day; end before start spans
     midnight), or `start`/`end` as `<day> HH:MM` for one weekly span (e.g. `fri 18:00` to `sat 19:00`).
-    Times are fixed local wall-clock times (a "sunset" is configured as a time, not computed).
+    A time is a local wall-clock time or a sun event computed for each date at `latitude`/`longitude`
+    (NOAA's equations, `risk/sun.py`): `sunrise` or `sunset`, optionally offset in minutes, e.g.
+    `fri sunset-18m` to `sat sunset+40m`.
     """
 
     name: str
@@ -96,6 +114,9 @@ class ScheduleWindow(Cfg):
     days: list[str] = []
     start: str = "00:00"
     end: str = "00:00"
+    # Where sunrise and sunset are computed (degrees; north and east positive); required by sun events.
+    latitude: float | None = None
+    longitude: float | None = None
 
 
 class RiskSection(Cfg):
@@ -130,12 +151,17 @@ class RiskSection(Cfg):
         for scope, limits in [("defaults", self.defaults), *[(f"symbols.{k}", v) for k, v in self.symbols.items()],
                               *[(f"strategies.{k}", v) for k, v in self.strategies.items()],
                               *[(f"venues.{k}", v) for k, v in self.venues.items()]]:
-            banned = NOT_AT_SCOPE.get(scope.split(".")[0], frozenset())
+            banned = NOT_AT_SCOPE.get(scope.split(".")[0], {})
             for field in RiskLimits.__struct_fields__:
                 value = getattr(limits, field)
-                check(value is None or value > 0, f"risk.{scope}.{field}", "must be > 0 (or omitted for no limit)")
-                check(value is None or field not in banned, f"risk.{scope}.{field}",
-                      "has no meaning per symbol; set it under defaults, venues or strategies")
+                if value is None:
+                    continue
+                check(field not in banned, f"risk.{scope}.{field}", banned.get(field, ""))
+                if field == "loss_action":
+                    continue  # its values are checked by type (reducing | halted)
+                check(value > 0, f"risk.{scope}.{field}", "must be > 0 (or omitted for no limit)")
+                check(field != "max_drawdown_pct" or value < 100, f"risk.{scope}.{field}",
+                      "must be between 0 and 100 (percent), or omitted for no breaker")
         check(self.max_mark_age_s > 0, "risk.max_mark_age_s", "must be > 0")
         check(self.capital > 0, "risk.capital", "must be > 0")
         check(self.max_drawdown_pct is None or 0 < self.max_drawdown_pct < 100, "risk.max_drawdown_pct",
@@ -153,12 +179,20 @@ class RiskSection(Cfg):
                   f"{w.scope!r} must be global, venue:<v>, strategy:<s> or symbol:<sym> of this config")
             check(_zone_ok(w.timezone), f"{key}.timezone", f"unknown timezone {w.timezone!r}")
             try:
-                weekly_spans(w)
+                window_spans(w)
             except ValueError as exc:
                 raise ConfigError(key, str(exc)) from None
+            if uses_sun(w):
+                check(w.latitude is not None and w.longitude is not None, f"{key}.latitude",
+                      "sunrise/sunset need latitude and longitude")
+                check(abs(w.latitude) <= MAX_ABS_LATITUDE, f"{key}.latitude",  # type: ignore[arg-type]
+                      f"must be within +-{MAX_ABS_LATITUDE:g} degrees for sunrise/sunset (no polar day or night)")
+                check(-180.0 <= w.longitude <= 180.0, f"{key}.longitude",  # type: ignore[operator]
+                      "must be between -180 and 180 degrees")
 
 
-_TIME_RE = re.compile(r"(?:(mon|tue|wed|thu|fri|sat|sun)\s+)?([01]?\d|2[0-3]):([0-5]\d)")
+_TIME_RE = re.compile(r"(?:(mon|tue|wed|thu|fri|sat|sun)\s+)?(?:([01]?\d|2[0-3]):([0-5]\d)|(sunrise|sunset)"
+                      r"(?:\s*([+-])\s*(\d{1,3})\s*m(?:in)?)?)")
 
 
 def _zone_ok(name: str) -> bool:
@@ -184,18 +218,66 @@ def _scope_ok(scope: str, symbols: set[str], strategies: set[str] | None, venues
     return False
 
 
-def _parse_time(text: str) -> tuple[int | None, int]:
+# A time of day: minutes after local midnight, or (sun event, offset in minutes) computed per date.
+TimeSpec = int | tuple[str, int]
+
+
+def _parse_time(text: str) -> tuple[int | None, TimeSpec]:
     m = _TIME_RE.fullmatch(text.strip().lower())
     if not m:
-        raise ValueError(f"time {text!r} must be HH:MM or '<day> HH:MM' (day one of {', '.join(DAYS)})")
+        raise ValueError(f"time {text!r} must be HH:MM, sunrise or sunset (optionally +-N m), each optionally "
+                         f"after a day ('fri sunset-18m'; day one of {', '.join(DAYS)})")
     day = DAYS.index(m.group(1)) if m.group(1) else None
+    if m.group(4):
+        offset = int(m.group(6) or 0) * (-1 if m.group(5) == "-" else 1)
+        if abs(offset) > 360:
+            raise ValueError(f"time {text!r}: an offset from {m.group(4)} must be within 360 minutes")
+        return day, (m.group(4), offset)
     return day, int(m.group(2)) * 60 + int(m.group(3))
 
 
+def uses_sun(w: ScheduleWindow) -> bool:
+    return any(not isinstance(_parse_time(t)[1], int) for t in (w.start, w.end))
+
+
+class Span(msgspec.Struct, frozen=True):
+    """One occurrence rule of a window: from `start` on weekday `day` to `end` `end_days` later (if that is not
+    after the start on a date, the end moves on by `wrap_days`: 7 for a weekly span, 1 for a daily one)."""
+
+    day: int
+    start: TimeSpec
+    end_days: int
+    end: TimeSpec
+    wrap_days: int
+
+
+def window_spans(w: ScheduleWindow) -> list[Span]:
+    """The window's occurrence rules, for windows with fixed times and with sun events alike."""
+    sday, sspec = _parse_time(w.start)
+    eday, espec = _parse_time(w.end)
+    if sday is not None or eday is not None:
+        if sday is None or eday is None or w.days:
+            raise ValueError("a weekly span needs a day in both start and end, and no `days`")
+        if sday == eday and sspec == espec:
+            raise ValueError("start and end are the same time")
+        return [Span(sday, sspec, (eday - sday) % 7, espec, 7)]
+    if not w.days:
+        raise ValueError("give `days` (e.g. [mon, tue, wed, thu, fri]) or days in start and end")
+    for d in w.days:
+        if d not in DAYS:
+            raise ValueError(f"unknown day {d!r}; use {', '.join(DAYS)}")
+    if sspec == espec:
+        raise ValueError("start and end are the same time")
+    return [Span(DAYS.index(d), sspec, 0, espec, 1) for d in w.days]
+
+
 def weekly_spans(w: ScheduleWindow) -> list[tuple[int, int]]:
-    """The window as [start, end) minute-of-week spans (Monday 00:00 = 0); a span may wrap past Sunday."""
+    """A window of fixed times as [start, end) minute-of-week spans (Monday 00:00 = 0); a span may wrap past
+    Sunday. Windows with sun events have no fixed spans (see `window_spans`)."""
     sday, smin = _parse_time(w.start)
     eday, emin = _parse_time(w.end)
+    if not isinstance(smin, int) or not isinstance(emin, int):
+        raise ValueError("a window with sunrise/sunset has no fixed weekly spans")
     week = 7 * 1440
     if sday is not None or eday is not None:
         if sday is None or eday is None or w.days:

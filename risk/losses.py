@@ -5,8 +5,12 @@ books (`cluster.portfolio.Portfolio`) per (strategy, symbol). From them:
 
 * equity = capital + realized - fees + unrealized (the whole cluster); the drawdown breaker trips
   when equity falls `max_drawdown_pct` below its peak (the peak is persisted in Redis);
+* the same breaker per venue and per strategy (`risk.venues.<v>.max_drawdown_pct`,
+  `risk.strategies.<s>.max_drawdown_pct`): the scope's equity is its `capital` (default the cluster's)
+  plus the scope's P&L, measured from the scope's own peak (persisted too);
 * daily loss per scope = P&L at the start of the trading day - P&L now; each scope with a
   `daily_loss_limit` trips when it is exceeded, and is re-armed at the next day;
+* a trip switches its scope to the scope's `loss_action` (default `risk.loss_action`);
 * a position whose mark crossed entry -+ `stop_loss_atr` x ATR gets an exit intent (the owning
   strategy's name, tag `risk-stop`, market, reduce only) that the risk actor submits through its
   own decision path.
@@ -24,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from cluster.messages import Fill, IntentAction, OrderIntent, OrderType, Position, Side, TimeInForce
 from cluster.portfolio import Portfolio
-from risk.limits import RiskSection
+from risk.limits import RiskLimits, RiskSection
 from risk.trading_state import TradingState
 
 STOP_TAG = "risk-stop"
@@ -85,6 +89,7 @@ class LossMonitor:
         self.symbol_venues = symbol_venues
         self.portfolio = Portfolio()
         self.peak_equity = section.capital
+        self.scope_peaks: dict[str, float] = {}  # "venue:<v>" / "strategy:<s>" -> peak equity of the scope
         self.day = ""
         self.day_start: dict[str, float] = {}  # scope -> P&L at the start of the day
         self.atr = AtrTracker(int(section.atr_bar_s * 1e9), section.atr_period)
@@ -136,25 +141,70 @@ class LossMonitor:
             self.day_start = dict(pnl)
         sec = self.section
         trips: list[Trip] = []
-        action = TradingState(sec.loss_action)
         equity = sec.capital + pnl["global"]
         if equity > self.peak_equity:
             self.peak_equity = equity
         if sec.max_drawdown_pct is not None and self.peak_equity > 0:
             dd = (self.peak_equity - equity) / self.peak_equity * 100.0
             if dd >= sec.max_drawdown_pct:
-                trips.append(Trip("global", action, "drawdown",
+                trips.append(Trip("global", self.action("global"), "drawdown",
                                   f"drawdown {dd:.2f}% from peak equity {self.peak_equity:.2f} (equity {equity:.2f}) "
                                   f">= max_drawdown_pct {sec.max_drawdown_pct}",
                                   {"drawdown_pct": dd, "peak_equity": self.peak_equity, "equity": equity,
                                    "max_drawdown_pct": sec.max_drawdown_pct}))
+        for scope, pct, base in self._scope_drawdowns():
+            eq = base + pnl.get(scope, 0.0)
+            peak = self.scope_peaks.get(scope, base)
+            if eq > peak:
+                peak = eq
+            self.scope_peaks[scope] = peak
+            dd = (peak - eq) / peak * 100.0 if peak > 0 else 100.0
+            if dd >= pct:
+                trips.append(Trip(scope, self.action(scope), "drawdown",
+                                  f"drawdown {dd:.2f}% from the peak equity {peak:.2f} of {scope} (equity {eq:.2f}) "
+                                  f">= max_drawdown_pct {pct} ({scope})",
+                                  {"drawdown_pct": dd, "peak_equity": peak, "equity": eq, "max_drawdown_pct": pct}))
         for scope, limit in self._daily_limits():
             loss = self.day_start.get(scope, 0.0) - pnl.get(scope, 0.0)
             if loss >= limit:
-                trips.append(Trip(scope, action, "daily_loss",
+                trips.append(Trip(scope, self.action(scope), "daily_loss",
                                   f"daily loss {loss:.2f} >= daily_loss_limit {limit} ({scope})",
                                   {"daily_loss": loss, "daily_loss_limit": limit}))
         return trips, new_day
+
+    def _scope_limits(self, scope: str) -> RiskLimits | None:
+        kind, _, name = scope.partition(":")
+        table = {"venue": self.section.venues, "strategy": self.section.strategies,
+                 "symbol": self.section.symbols}.get(kind)
+        return None if table is None else table.get(name)
+
+    def action(self, scope: str) -> TradingState:
+        """What a breaker of `scope` switches it to: the scope's `loss_action`, else the cluster's."""
+        lim = self._scope_limits(scope)
+        return TradingState(lim.loss_action if lim is not None and lim.loss_action else self.section.loss_action)
+
+    def _scope_drawdowns(self) -> list[tuple[str, float, float]]:
+        """(scope, max_drawdown_pct, capital) of every venue and strategy with a drawdown breaker."""
+        sec = self.section
+        out = []
+        for kind, table in (("venue", sec.venues), ("strategy", sec.strategies)):
+            for name, lim in table.items():
+                if lim.max_drawdown_pct is not None:
+                    out.append((f"{kind}:{name}", lim.max_drawdown_pct, lim.capital or sec.capital))
+        return out
+
+    def drawdowns(self, pnl: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
+        """Equity, peak and drawdown of the cluster and of every scope with a drawdown breaker (for status)."""
+        pnl = pnl if pnl is not None else self.pnl_by_scope()
+        eq = self.section.capital + pnl["global"]
+        peak = max(self.peak_equity, eq)
+        out = {"global": {"equity": eq, "peak_equity": peak, "drawdown_pct": (peak - eq) / peak * 100.0}}
+        for scope, pct, base in self._scope_drawdowns():
+            eq = base + pnl.get(scope, 0.0)
+            peak = max(self.scope_peaks.get(scope, base), eq)
+            out[scope] = {"equity": eq, "peak_equity": peak, "drawdown_pct": (peak - eq) / peak * 100.0 if peak else 0.0,
+                          "max_drawdown_pct": pct}
+        return out
 
     def _daily_limits(self) -> list[tuple[str, float]]:
         sec = self.section
@@ -170,8 +220,12 @@ class LossMonitor:
     def rearm(self, scope: str, source: str) -> None:
         """An operator set a tripped scope active again: drawdown measures from today's equity, daily loss from now."""
         pnl = self.pnl_by_scope()
-        if source == "drawdown":
+        if source == "drawdown" and scope == "global":
             self.peak_equity = self.section.capital + pnl["global"]
+        elif source == "drawdown":
+            lim = self._scope_limits(scope)
+            base = lim.capital if lim is not None and lim.capital else self.section.capital
+            self.scope_peaks[scope] = base + pnl.get(scope, 0.0)
         elif source == "daily_loss":
             self.day_start[scope] = pnl.get(scope, 0.0)
 

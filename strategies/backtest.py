@@ -51,6 +51,11 @@ SECONDS_PER_YEAR = 365.0 * 24.0 * 3600.0
 ALL = "ALL"
 
 
+def _mark(book: BookUpdate) -> tuple[float, int]:
+    """(mid, time) of a good book: the mark the engine gives risk and the portfolio."""
+    return ((book.bids[0][0] + book.asks[0][0]) / 2.0, book.receive_ts_ns or book.exchange_ts_ns)
+
+
 def sharpe_ratio(equity: list[float], interval_s: float) -> float:
     """Annualized Sharpe of equity increments per `interval_s` (see the module docstring); 0 if undefined."""
     if len(equity) < 3:
@@ -133,11 +138,14 @@ class BacktestEngine:
         self.next_timer: dict[str, float] = {}
         self.owner: dict[str, Strategy] = {}
         self.open: set[str] = set()
-        # Resting orders by symbol, and the books the venue has not been shown yet (see _hold_book).
+        # Resting orders by symbol, and the books the venue has not been shown yet (see _flush_book).
         self.resting: dict[str, set[str]] = {}
-        self.held: dict[str, tuple[BookUpdate, BookUpdate | None]] = {}
+        self.held: dict[str, BookUpdate] = {}  # symbol -> latest book not shown to the venue
+        self.differing: dict[str, BookUpdate] = {}  # symbol -> latest held book whose seq is not the shown one
         self.shown_seq: dict[str, int] = {}
-        self.marks: dict[str, tuple[float, int]] = {}  # symbol -> (mid, ts) of the latest good book
+        # symbol -> the latest good book: its mid and time are the symbol's mark (see `marks`), worked out
+        # only when risk or the equity curve reads them, not on every book.
+        self.mark_books: dict[str, BookUpdate] = {}
         self.pending: list[_Pending] = []
         self.n_orders = 0
         self.n_pending = 0
@@ -151,53 +159,82 @@ class BacktestEngine:
         self._first_ts = 0
 
     # -- the loop ---------------------------------------------------------------------------------
+    # The loop runs once per event, so it is written for speed: locals instead of attributes, bound
+    # methods looked up once, strategies that keep the base class's no-op `on_trade` not called for
+    # trades, the venue's view of a book kept as one dict store (see _flush_book) and the mark as the
+    # book itself (see `marks`). None of it changes what happens, in what order, or any number.
     def run(self, events: Iterable[BookUpdate | Trade]) -> BacktestResult:
-        by_symbol = self.by_symbol
+        on_books: dict[str, list[tuple[Strategy, Any]]] = {}
+        on_trades: dict[str, list[tuple[Strategy, Any]]] = {}
+        for sym, subs in self.by_symbol.items():
+            on_books[sym] = [(s, s.handle_book) for s in subs]
+            handlers = [(s, s.on_trade) for s in subs if getattr(s.on_trade, "__func__", None) is not Strategy.on_trade]
+            if handlers:
+                on_trades[sym] = handlers
         venues = self.venues
-        marks = self.marks
+        mark_books = self.mark_books
         resting = self.resting
+        held = self.held
+        differing = self.differing
+        shown_seq = self.shown_seq
         pending = self.pending
+        submit = self._submit
+        timers = self.timers
+        interval = self._interval_ns
+        unset = -math.inf
+        nxt = unset if self._next_sample is None else self._next_sample
+        no_handlers: list[tuple[Strategy, Any]] = []
         books = trades = 0
-        for ev in events:
-            ts = ev.receive_ts_ns or ev.exchange_ts_ns
-            self.now = ts
-            if self._next_sample is None:
-                self._first_ts = ts
-                self._next_sample = ts + self._interval_ns
-            elif ts >= self._next_sample:
-                self._sample(self._next_sample)
-                self._next_sample += self._interval_ns * ((ts - self._next_sample) // self._interval_ns + 1)
-            if pending and pending[0].due_ns <= ts:
-                self._release(ts)
-            sym = ev.symbol
-            subs = by_symbol.get(sym)
-            if type(ev) is BookUpdate:
-                books += 1
-                if ev.bids and ev.asks and not ev.crossed and not ev.stale:
-                    marks[sym] = ((ev.bids[0][0] + ev.asks[0][0]) / 2.0, ts)
-                if ev.venue in venues:
-                    if resting.get(sym):
-                        self._deliver_book(ev)
+        try:
+            for ev in events:
+                ts = ev.receive_ts_ns or ev.exchange_ts_ns
+                self.now = ts
+                if ts >= nxt:
+                    if nxt == unset:
+                        self._first_ts = ts
+                        nxt = ts + interval
                     else:
-                        self._hold_book(ev)
-                if subs:
-                    for s in subs:
-                        intents = s.handle_book(ev)
+                        self._sample(nxt)
+                        nxt += interval * ((ts - nxt) // interval + 1)
+                if pending and pending[0].due_ns <= ts:
+                    self._release(ts)
+                sym = ev.symbol
+                if type(ev) is BookUpdate:
+                    books += 1
+                    if ev.bids and ev.asks and not ev.crossed and not ev.stale:
+                        mark_books[sym] = ev
+                    if ev.venue in venues:
+                        if resting.get(sym):
+                            self._deliver_book(ev)
+                        else:
+                            # Held until an order needs it (see _flush_book).
+                            if ev.seq != shown_seq.get(sym):
+                                differing[sym] = ev
+                            held[sym] = ev
+                    for s, handle in on_books.get(sym, no_handlers):
+                        intents = handle(ev)
                         if intents:
-                            self._submit(s, intents)
-            else:
-                trades += 1
-                if subs:
-                    for s in subs:
-                        intents = s.on_trade(ev)
-                        if intents:
-                            self._submit(s, intents)
-            if self.timers:
-                self._timers(ts)
-        self.events = {"books": books, "trades": trades}
+                            submit(s, intents)
+                else:
+                    trades += 1
+                    if on_trades:
+                        for s, handle in on_trades.get(sym, no_handlers):
+                            intents = handle(ev)
+                            if intents:
+                                submit(s, intents)
+                if timers:
+                    self._timers(ts)
+        finally:
+            self._next_sample = None if nxt == unset else int(nxt)
+            self.events = {"books": books, "trades": trades}
         if self._next_sample is not None and self.now > self._next_sample - self._interval_ns:
             self._sample(self.now)  # the end, unless a regular sample was taken at this very time
         return self._result()
+
+    @property
+    def marks(self) -> dict[str, tuple[float, int]]:
+        """symbol -> (mid, ts) of the latest good book (not crossed, not stale, both sides)."""
+        return {sym: _mark(b) for sym, b in self.mark_books.items()}
 
     def _timers(self, ts: int) -> None:
         for name, interval in self.timers.items():
@@ -214,25 +251,18 @@ class BacktestEngine:
     # frees the liquidity taken from the previous seq). With nothing resting on a symbol, the engine
     # therefore shows the venue only the latest book, just before an order needs it: the same state,
     # for a fraction of the calls. If the seq went away and came back meanwhile, the book in between
-    # is shown first, so the venue frees the used liquidity exactly as it would have.
-    def _hold_book(self, book: BookUpdate) -> None:
-        prev = self.held.get(book.symbol)
-        between = None
-        if prev is not None:
-            latest, between = prev
-            if latest.seq != self.shown_seq.get(book.symbol):
-                between = latest
-        self.held[book.symbol] = (book, between)
-
+    # is shown first, so the venue frees the used liquidity exactly as it would have. `run` holds the
+    # books: `held` keeps the latest, `differing` the latest whose seq is not the shown one (when the
+    # latest has the shown seq, that is the book in between).
     def _deliver_book(self, book: BookUpdate) -> None:
         self._flush_book(book.symbol)
         self._show(book)
 
     def _flush_book(self, symbol: str) -> None:
-        held = self.held.pop(symbol, None)
-        if held is None:
+        latest = self.held.pop(symbol, None)
+        if latest is None:
             return
-        latest, between = held
+        between = self.differing.pop(symbol, None)
         if between is not None and latest.seq == self.shown_seq.get(symbol):
             self._show(between)
         self._show(latest)
@@ -244,10 +274,13 @@ class BacktestEngine:
             self._dispatch(reports)
 
     def _sync_marks(self) -> None:
-        for sym, (mid, ts) in self.marks.items():
-            self.portfolio.set_mark(sym, mid)
-            if self.risk is not None:
-                self.risk.set_mark(sym, mid, ts)
+        risk = self.risk
+        set_mark = self.portfolio.set_mark
+        for sym, book in self.mark_books.items():
+            mid, ts = _mark(book)
+            set_mark(sym, mid)
+            if risk is not None:
+                risk.set_mark(sym, mid, ts)
 
     # -- orders -----------------------------------------------------------------------------------
     def _submit(self, strategy: Strategy, intents: list[OrderIntent]) -> None:
@@ -284,9 +317,10 @@ class BacktestEngine:
 
     def _check(self, intent: OrderIntent, ts: int) -> RiskDecision:
         if self.risk is not None:
-            mark = self.marks.get(intent.symbol)
-            if mark is not None:
-                self.risk.set_mark(intent.symbol, mark[0], mark[1])
+            book = self.mark_books.get(intent.symbol)
+            if book is not None:
+                mid, mark_ts = _mark(book)
+                self.risk.set_mark(intent.symbol, mid, mark_ts)
             return self.risk.check(intent, ts)
         ok = intent.action is IntentAction.NEW or intent.target_client_order_id in self.open
         return RiskDecision(approved=ok, reason=RejectReason.NONE if ok else RejectReason.UNKNOWN_ORDER,
@@ -333,8 +367,9 @@ class BacktestEngine:
     def _sample(self, ts: int) -> None:
         self._sync_marks()
         pf = self.portfolio
+        every = pf.positions()
         for name in [ALL, *self.by_name]:
-            positions = [p for p in pf.positions() if name == ALL or p.strategy == name]
+            positions = every if name == ALL else [p for p in every if p.strategy == name]
             realized = sum(p.realized_pnl for p in positions)
             fees = sum(p.fees for p in positions)
             unreal = sum(p.unrealized(pf.mark(p.symbol)) for p in positions)

@@ -7,6 +7,7 @@ own processes: `ray stop` would stop every Ray on the machine, the test session'
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -42,10 +43,8 @@ def _processes_mentioning(marker: str) -> list[int]:
 def _kill_all(marker: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in _processes_mentioning(marker):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + 5
         while _processes_mentioning(marker) and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -207,6 +207,11 @@ class BinanceDepthSync:
         return len(self._buffer)
 
     @property
+    def last_buffered_update_id(self) -> int:
+        """`u` of the last buffered event; 0 with none."""
+        return self._buffer[-1].u if self._buffer else 0
+
+    @property
     def first_buffered_update_id(self) -> int | None:
         """`U` of the first buffered event: a snapshot must be at least this new."""
         return self._buffer[0].U if self._buffer else None

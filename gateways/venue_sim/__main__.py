@@ -2,7 +2,8 @@
 
 Prints one JSON line when it listens (`{"event": "listening", "port": ..., ...}`), then serves
 until SIGINT/SIGTERM. Fault flags inject drops, duplicates, reordering, delays, disconnects and
-REST 429/5xx.
+REST 429/5xx. `--replay FILE [--speed 1|0]` (or `market.source: replay` in the config) serves a
+recording instead of the seeded market (`gateways/venue_sim/replay.py`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import json
 import logging
 import signal
 import sys
+from typing import Any
 
 from gateways.venue_sim.exchange import FaultPlan, SimExchange
+from gateways.venue_sim.replay import ReplayDriver, load_recording
 from gateways.venue_sim.server import create_app, start_server
 
 
@@ -30,7 +33,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--disconnect-after", type=int, default=0, help="close each WebSocket after N messages")
     g.add_argument("--fault-seed", type=int, default=0)
     g.add_argument("--ping-interval", type=float, default=20.0, help="server ping interval, seconds")
+    r = p.add_argument_group("replay (default: market.replay_path / replay_speed when market.source is replay)")
+    r.add_argument("--replay", action="append", default=None, metavar="FILE",
+                   help="serve this recording (raw gzip JSONL, venue messages, or a folder; SYMBOL=FILE names "
+                        "the symbol of bare depth snapshots); repeatable")
+    r.add_argument("--speed", type=float, default=None,
+                   help="1 = the recorded pace (default), 2 = twice as fast, 0 = as fast as the feeds read it")
     return p
+
+
+def replay_from_args(args: argparse.Namespace, cfg: Any, exchange: SimExchange) -> ReplayDriver | None:
+    """The replay the flags or the config ask for, or None (the seeded market)."""
+    specs = args.replay or (cfg.market.replay_path if cfg.market.source == "replay" else None)
+    if not specs:
+        if args.speed is not None:
+            raise ValueError("--speed needs --replay (or market.source: replay)")
+        return None
+    speed = cfg.market.replay_speed if args.speed is None else args.speed
+    only = list(exchange.symbols)
+    recording = load_recording(specs, default_symbol=only[0] if len(only) == 1 else "")
+    return ReplayDriver(exchange, recording, speed)
 
 
 def faults_from_args(args: argparse.Namespace) -> FaultPlan:
@@ -45,14 +67,16 @@ async def serve(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     exchange = SimExchange(cfg.symbols, cfg.market, faults_from_args(args))
     exchange.ping_interval_s = args.ping_interval
-    runner, port = await start_server(create_app(exchange), args.host, args.port)
+    replay = replay_from_args(args, cfg, exchange)
+    runner, port = await start_server(create_app(exchange, replay=replay), args.host, args.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     print(json.dumps({"event": "listening", "host": args.host, "port": port,
                       "rest_url": f"http://{args.host}:{port}", "ws_url": f"ws://{args.host}:{port}",
-                      "symbols": list(exchange.symbols)}), flush=True)
+                      "symbols": list(exchange.symbols),
+                      **({"replay": replay.info()} if replay is not None else {})}), flush=True)
     try:
         await stop.wait()
     finally:

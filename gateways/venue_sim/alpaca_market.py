@@ -20,6 +20,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from gateways.venue_sim.exchange import SimExchange
+from gateways.venue_sim.replay import ALPACA_STREAM
 from gateways.venue_sim.stream import FaultyStream
 
 AUTH_TIMEOUT_S = 10.0
@@ -52,6 +53,14 @@ class _Snap(msgspec.Struct):
     asks: list[tuple[str, str]]
 
 
+class _Kind(msgspec.Struct):
+    T: str = ""
+
+
+# Alpaca message type -> the subscription channel that carries it.
+_CHANNELS = {"t": "trades", "q": "quotes", "b": "bars", "d": "bars", "u": "bars", "o": "orderbooks"}
+
+_alpaca_kind = msgspec.json.Decoder(_Kind)
 _envelope = msgspec.json.Decoder(_Envelope)
 _trade = msgspec.json.Decoder(_Trade)
 _depth = msgspec.json.Decoder(_Depth)
@@ -104,14 +113,30 @@ class AlpacaMarketSim:
         self.auth_timeout_s = AUTH_TIMEOUT_S
         exchange.add_listener(self.on_tick)
 
+    def subscribers(self) -> int:
+        """Authenticated connections with at least one subscription (a replay starts with the first)."""
+        return sum(1 for c in self.conns if c.authed and any(c.subs.values()))
+
+    def backlog(self) -> int:
+        """The longest outgoing queue (a full-speed replay waits while it is long)."""
+        return max((c.stream.queue.qsize() for c in self.conns), default=0)
+
     # ------------------------------------------------------------------ fan-out
 
     def on_tick(self, symbol: str, msgs: list[bytes]) -> None:
+        if not self.conns:
+            return
         now = self.exchange.clock_ms
         trades_stock, trades_crypto, book_msg, quote = [], [], None, None
+        recorded: list[tuple[str, bytes]] = []  # Alpaca frames of a replayed recording: (channel, item)
         for raw in msgs:
             env = _envelope.decode(raw)
-            if env.stream.endswith("@trade"):
+            if env.stream == ALPACA_STREAM:
+                kind = _alpaca_kind.decode(env.data).T
+                channel = _CHANNELS.get(kind)
+                if channel is not None:
+                    recorded.append((channel, bytes(env.data)))
+            elif env.stream.endswith("@trade"):
                 t = _trade.decode(env.data)
                 p, q = float(t.p), float(t.q)
                 ts = rfc3339(t.T)
@@ -140,8 +165,13 @@ class AlpacaMarketSim:
                 out.append(book_msg)
             if bar is not None and conn.wants("bars", symbol):
                 out.append(bar)
-            if out:
-                conn.stream.offer(_encode(out))
+            items = [item for channel, item in recorded
+                     if conn.wants(channel, symbol) and (conn.crypto or channel != "orderbooks")]
+            if out or items:
+                frame = _encode(out)
+                if items:  # recorded items verbatim, after the derived ones
+                    frame = b"[" + b",".join([*([frame[1:-1]] if out else []), *items]) + b"]"
+                conn.stream.offer(frame)
 
     def _quote(self, symbol: str, now_ms: int) -> dict | None:
         snap = _snap.decode(self.exchange.markets[symbol].snapshot(limit=1))

@@ -125,7 +125,16 @@ class BinanceMarketSim:
         self.weight: dict[int, int] = {}  # minute -> used weight
         self.requests = 0
         self.connections_opened = 0
+        self.peak_connections = 0  # most connections open at once (a make-before-break reconnect shows 2)
         exchange.add_listener(self.on_tick)
+
+    def subscribers(self) -> int:
+        """Open connections with at least one subscription (a replay starts with the first)."""
+        return sum(1 for c in self.conns if c.subs)
+
+    def backlog(self) -> int:
+        """The longest outgoing queue (a full-speed replay waits while it is long)."""
+        return max((c.stream.queue.qsize() for c in self.conns), default=0)
 
     # ------------------------------------------------------------------ fan-out
 
@@ -136,17 +145,25 @@ class BinanceMarketSim:
         if not wanted:
             return
         by_kind: dict[str, list[bytes]] = {"depth": [], "trade": [], "aggTrade": [], "bookTicker": []}
+        # A replayed recording may hold aggTrade and bookTicker events itself: then they are sent as
+        # recorded, not derived (`ReplayMarket.recorded_kinds`; the seeded market records none).
+        recorded = getattr(self.exchange.markets.get(symbol), "recorded_kinds", ())
         for raw in msgs:
             env = _envelope.decode(raw)
-            if "@depth" in env.stream:
+            stream = env.stream
+            if "@depth" in stream:
                 by_kind["depth"].append(bytes(env.data))
-            elif env.stream.endswith("@trade"):
+            elif stream.endswith("@trade"):
                 by_kind["trade"].append(bytes(env.data))
-                if "aggTrade" in wanted:
+                if "aggTrade" in wanted and "aggTrade" not in recorded:
                     t = _trade.decode(env.data)
                     by_kind["aggTrade"].append(_encode(_AggTrade(e="aggTrade", E=t.E, s=t.s, a=t.t, p=t.p, q=t.q,
                                                                  f=t.t, l=t.t, T=t.T, m=t.m)))
-        if "bookTicker" in wanted and by_kind["depth"]:
+            elif stream.endswith("@aggTrade"):
+                by_kind["aggTrade"].append(bytes(env.data))
+            elif stream.endswith("@bookTicker"):
+                by_kind["bookTicker"].append(bytes(env.data))
+        if "bookTicker" in wanted and by_kind["depth"] and "bookTicker" not in recorded:
             ticker = self.book_ticker(symbol)
             if ticker is not None:
                 by_kind["bookTicker"].append(ticker)
@@ -255,6 +272,7 @@ class BinanceMarketSim:
         self._subscribe(conn, names)
         self.conns.add(conn)
         self.connections_opened += 1
+        self.peak_connections = max(self.peak_connections, len(self.conns))
         conn.stream.start()
         # The venue closes every connection at the 24-hour mark.
         closer = asyncio.get_running_loop().call_later(ex.max_connection_age_s,

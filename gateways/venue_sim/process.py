@@ -14,6 +14,18 @@ from typing import Any
 import msgspec
 
 
+def _absolute_replay_paths(cfg: Any) -> Any:
+    """The simulator runs in the repository: relative `market.replay_path`s are made absolute here."""
+    market = getattr(cfg, "market", None)
+    if market is None or not market.replay_path:
+        return cfg
+    from cluster.config import replay_specs
+
+    specs = [f"{sym}={Path(p).expanduser().resolve()}" if sym else str(Path(p).expanduser().resolve())
+             for sym, p in replay_specs(market.replay_path)]
+    return msgspec.structs.replace(cfg, market=msgspec.structs.replace(market, replay_path=specs))
+
+
 class SimulatorStartError(RuntimeError):
     """The simulator process did not come up; the message names its log file."""
 
@@ -40,7 +52,7 @@ class SimulatorProcess:
     def start(self, timeout_s: float = 30.0) -> SimulatorProcess:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         cfg_path = self.run_dir / "venue_sim_config.json"
-        cfg_path.write_bytes(msgspec.json.encode(self.cfg))
+        cfg_path.write_bytes(msgspec.json.encode(_absolute_replay_paths(self.cfg)))
         repo = Path(__file__).resolve().parents[2]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH", ""))
                                                            if p)}

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from gateways.venue_sim.exchange import SimExchange
+from gateways.venue_sim.replay import ReplayDriver, SubscriberProbe
 
 EXCHANGE_KEY = web.AppKey("exchange", SimExchange)
 
@@ -32,17 +33,28 @@ def _present(name: str) -> bool:
         return False
 
 
-def create_app(exchange: SimExchange, modules: list[str] | None = None) -> web.Application:
-    """The application with the routes of `modules` (default: every present module of `ROUTE_MODULES`)."""
+def create_app(exchange: SimExchange, modules: list[str] | None = None,
+               replay: ReplayDriver | None = None) -> web.Application:
+    """The application with the routes of `modules` (default: every present module of `ROUTE_MODULES`).
+
+    With `replay`, the recording is the market: the driver replaces the seeded markets' tick loop.
+    """
     app = web.Application()
     app[EXCHANGE_KEY] = exchange
     names = [m for m in ROUTE_MODULES if _present(m)] if modules is None else modules
     for name in names:
         register: Callable[[web.Application, SimExchange], None] = importlib.import_module(name).register
         register(app, exchange)
+    if replay is not None:
+        from gateways.venue_sim import alpaca_market, binance_market
+
+        for key in (binance_market.SIM_KEY, alpaca_market.SIM_KEY):
+            sim = app.get(key)
+            if sim is not None:
+                replay.add_probe(SubscriberProbe(sim.subscribers, sim.backlog))
 
     async def ticking(app: web.Application):
-        task = asyncio.get_running_loop().create_task(exchange.run())
+        task = asyncio.get_running_loop().create_task(replay.run() if replay is not None else exchange.run())
         yield
         exchange.stop()
         task.cancel()
