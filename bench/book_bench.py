@@ -7,7 +7,10 @@ Same stream for every contender:
 - `orjson_sortedcontainers`: a plain reference (orjson.loads, float(), SortedDict set/pop, peekitem);
 - `cryptofeed_order_book`: orjson.loads + cryptofeed's C `order_book.OrderBook`;
 - `nautilus_rust_prebuilt`: nautilus_trader's Rust `OrderBook` (L2_MBP) applying `OrderBookDeltas`
-  built before the clock starts (no JSON parsing, no object construction timed).
+  built before the clock starts (no JSON parsing, no object construction timed);
+- `ours_book_prebuilt`: the same for our `OrderBook`: `apply_levels` of each message's levels as floats,
+  built before the clock starts, then `best_bid()` / `best_ask()` (the book alone, no parsing: what
+  `nautilus_rust_prebuilt` measures, and the part of `ours` that is not the wire parser).
 Also: memory of a 5,000-level book (tracemalloc). Writes bench/results/book.json.
 """
 
@@ -105,6 +108,23 @@ def bench_ours(snap: bytes, raws: list[bytes]) -> float:
     t = _timed(run)
     assert sync.counters["applied"] == len(raws), sync.counters
     return t
+
+
+def bench_book_prebuilt(snap: bytes, parsed: list[list[tuple[bool, float, float]]]) -> float:
+    s = json.loads(snap)
+    book = OrderBook(SYMBOL)
+    book.load_snapshot([(float(p), float(q)) for p, q in s["bids"]], [(float(p), float(q)) for p, q in s["asks"]])
+    batches = [([(p, q) for is_bid, p, q in levels if is_bid], [(p, q) for is_bid, p, q in levels if not is_bid])
+               for levels in parsed]
+    apply_levels = book.apply_levels
+
+    def run() -> None:
+        for bids, asks in batches:
+            apply_levels(bids, asks)
+            book.best_bid()
+            book.best_ask()
+
+    return _timed(run)
 
 
 def bench_handler(snap: bytes, raws: list[bytes]) -> float:
@@ -247,6 +267,7 @@ def main() -> dict[str, Any]:
     contenders = {
         "ours": lambda: bench_ours(snap, raws),
         "ours_feed_handler": lambda: bench_handler(snap, raws),
+        "ours_book_prebuilt": lambda: bench_book_prebuilt(snap, parsed),
         "orjson_sortedcontainers": lambda: bench_orjson_sorted(snap, raws),
         "cryptofeed_order_book": lambda: bench_cryptofeed(snap, raws),
         "nautilus_rust_prebuilt": lambda: bench_nautilus(snap, parsed),
@@ -264,6 +285,9 @@ def main() -> dict[str, Any]:
         print(f"  {name:<26} {rate:>12,.0f} level updates/s  ({len(raws) / secs:,.0f} msgs/s)")
     ours = results["ours"]["level_updates_per_s"]
     ratios = {f"ours_vs_{k}": round(ours / v["level_updates_per_s"], 3) for k, v in results.items() if k != "ours"}
+    if "ours_book_prebuilt" in results and "nautilus_rust_prebuilt" in results:  # book against book, no parsing
+        ratios["ours_book_prebuilt_vs_nautilus_rust_prebuilt"] = round(
+            results["ours_book_prebuilt"]["level_updates_per_s"] / results["nautilus_rust_prebuilt"]["level_updates_per_s"], 3)
     mem = book_memory_bytes()
     print(f"  5,000-level book: {mem / 1e6:.2f} MB")
     data = {
