@@ -137,39 +137,20 @@ class NormalizedRecorder:
         return self.folder / f"books{suffix}.parquet", self.folder / f"trades{suffix}.parquet"
 
     def book_frame(self, books: list[BookUpdate]) -> pl.DataFrame:
-        cols: dict[str, list[Any]] = {k: [] for k in ("ts_ns", "venue", "symbol", "seq", "exchange_ts_ns",
-                                                      "receive_ts_ns", "crossed", "stale")}
-        level_cols = [(side, i, cols.setdefault(f"{side}_px_{i}", []), cols.setdefault(f"{side}_qty_{i}", []))
-                      for side in ("bid", "ask") for i in range(self.depth)]
-        for b in books:
-            cols["ts_ns"].append(b.receive_ts_ns or b.exchange_ts_ns)
-            cols["venue"].append(b.venue)
-            cols["symbol"].append(b.symbol)
-            cols["seq"].append(b.seq)
-            cols["exchange_ts_ns"].append(b.exchange_ts_ns)
-            cols["receive_ts_ns"].append(b.receive_ts_ns)
-            cols["crossed"].append(b.crossed)
-            cols["stale"].append(b.stale)
-            for side, i, px, qty in level_cols:
-                levels = b.bids if side == "bid" else b.asks
-                p, q = levels[i] if i < len(levels) else (None, None)
-                px.append(p)
-                qty.append(q)
-        schema = {"ts_ns": pl.Int64, "venue": pl.Utf8, "symbol": pl.Utf8, "seq": pl.Int64, "exchange_ts_ns": pl.Int64,
-                  "receive_ts_ns": pl.Int64, "crossed": pl.Boolean, "stale": pl.Boolean}
-        schema.update({k: pl.Float64 for k in cols if k not in schema})
-        return pl.DataFrame(cols, schema=schema)
+        """The backtester's normalized book rows, plus when each book arrived and its crossed/stale flags."""
+        from strategies.market_data import books_frame
+
+        return books_frame(books, self.depth).with_columns(
+            pl.Series("receive_ts_ns", [b.receive_ts_ns for b in books], dtype=pl.Int64),
+            pl.Series("crossed", [b.crossed for b in books], dtype=pl.Boolean),
+            pl.Series("stale", [b.stale for b in books], dtype=pl.Boolean))
 
     @staticmethod
     def trade_frame(trades: list[Trade]) -> pl.DataFrame:
-        return pl.DataFrame({
-            "ts_ns": [t.receive_ts_ns or t.exchange_ts_ns for t in trades], "venue": [t.venue for t in trades],
-            "symbol": [t.symbol for t in trades], "trade_id": [t.trade_id for t in trades],
-            "price": [t.price for t in trades], "qty": [t.qty for t in trades],
-            "aggressor": [t.aggressor.value for t in trades], "exchange_ts_ns": [t.exchange_ts_ns for t in trades],
-            "receive_ts_ns": [t.receive_ts_ns for t in trades],
-        }, schema={"ts_ns": pl.Int64, "venue": pl.Utf8, "symbol": pl.Utf8, "trade_id": pl.Utf8, "price": pl.Float64,
-                   "qty": pl.Float64, "aggressor": pl.Utf8, "exchange_ts_ns": pl.Int64, "receive_ts_ns": pl.Int64})
+        from strategies.market_data import trades_frame
+
+        return trades_frame(trades).with_columns(
+            pl.Series("receive_ts_ns", [t.receive_ts_ns for t in trades], dtype=pl.Int64))
 
     def flush(self, force: bool = False) -> tuple[Path, Path] | None:
         """Write what is buffered as the next part (nothing to write and not `force`: None)."""
