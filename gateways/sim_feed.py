@@ -13,7 +13,7 @@ import msgspec
 
 from cluster.config import MarketSection, SymbolSection
 from cluster.messages import BookUpdate, Side, Trade
-from gateways.binance.depth_sync import BinanceDepthSync, MalformedMessage, SyncState, parse_depth_message
+from gateways.binance.depth_sync import BinanceDepthSync, MalformedMessage, SyncState, parse_depth_diff
 from gateways.book import OrderBook
 from gateways.market_sim import SimulatedMarket
 
@@ -89,7 +89,7 @@ class SimulatedFeed:
                 return Trade(venue=self.venue, symbol=self.symbol, trade_id=str(t.t), price=float(t.p), qty=float(t.q),
                              aggressor=Side.SELL if t.m else Side.BUY, exchange_ts_ns=t.T * 1_000_000,
                              receive_ts_ns=now_ns)
-            self.sync.on_event(parse_depth_message(bytes(env.data)))
+            self.sync.on_diff(parse_depth_diff(env.data))
         except (msgspec.DecodeError, MalformedMessage, ValueError):
             self.malformed += 1
         return None

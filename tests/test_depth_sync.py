@@ -16,6 +16,7 @@ from gateways.binance.depth_sync import (
     MalformedMessage,
     SyncResult,
     SyncState,
+    parse_depth_diff,
     parse_depth_message,
     parse_depth_snapshot,
 )
@@ -88,6 +89,37 @@ def test_parse_rejects_malformed(raw: bytes, kind: str) -> None:
     assert info.value.kind == kind
     assert isinstance(info.value, ValueError)
     assert info.value.detail
+    # The hot-path parser reports the same kind, except that it takes JSON numbers where the
+    # venue writes strings (msgspec's lax mode): still the same values, still validated.
+    lenient = b'"U":"1"' in raw or b"[[1.5,2]]" in raw
+    if lenient:
+        diff = parse_depth_diff(raw)
+        assert diff.U == 1 and (diff.b == [(1.5, 2.0)] or diff.b == [])
+        return
+    with pytest.raises(MalformedMessage) as fast_info:
+        parse_depth_diff(raw)
+    assert fast_info.value.kind == kind
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.decimals(min_value=0, max_value=10**9, allow_nan=False, places=8),
+                          st.decimals(min_value=0, max_value=10**6, allow_nan=False, places=8)), max_size=30),
+       st.booleans())
+def test_fast_parser_gives_the_floats_of_the_venue_strings(levels: list, wrapped: bool) -> None:
+    strs = [(str(p), str(q)) for p, q in levels]
+    body = {**GOOD, "b": strs, "a": strs[::-1]}
+    raw = msgspec.json.encode({"stream": "btcusdt@depth", "data": body} if wrapped else body)
+    try:
+        slow = parse_depth_message(raw)
+    except MalformedMessage as exc:  # e.g. a zero price
+        with pytest.raises(MalformedMessage) as info:
+            parse_depth_diff(raw)
+        assert info.value.kind == exc.kind
+        return
+    fast = parse_depth_diff(raw)
+    assert (fast.U, fast.u, fast.s, fast.E) == (slow.U, slow.u, slow.s, slow.E)
+    assert fast.b == [(float(p), float(q)) for p, q in slow.b]
+    assert fast.a == [(float(p), float(q)) for p, q in slow.a]
 
 
 def test_parse_snapshot_rejects_malformed() -> None:

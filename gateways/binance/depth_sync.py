@@ -84,9 +84,49 @@ class _MaybeWrapped(msgspec.Struct):
     data: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
 
 
+class DepthDiff(msgspec.Struct, gc=False):
+    """A diff depth event with its levels already converted to floats: what the book applies and the buffer holds.
+
+    The feed's hot path decodes straight into it (one pass, no per-level `float()` in Python);
+    `DepthUpdateEvent` keeps the venue's strings for tools that must echo them.
+    """
+
+    E: int
+    s: str
+    U: int
+    u: int
+    b: list[tuple[float, float]]
+    a: list[tuple[float, float]]
+
+
+class _FastDepthData(msgspec.Struct, gc=False):
+    e: str
+    E: int
+    s: str
+    U: int
+    u: int
+    b: list[tuple[float, float]]
+    a: list[tuple[float, float]]
+
+
+class _FastDepthMessage(msgspec.Struct, gc=False):
+    # Bare or combined-stream depth event in one decode. strict=False turns the venue's decimal
+    # strings into floats inside msgspec (and also takes JSON numbers, which the venue never sends).
+    stream: str | None = None
+    data: _FastDepthData | None = None
+    e: str = ""
+    E: int = 0
+    s: str = ""
+    U: int = -1
+    u: int = -1
+    b: list[tuple[float, float]] | None = None
+    a: list[tuple[float, float]] | None = None
+
+
 _maybe_wrapped = msgspec.json.Decoder(_MaybeWrapped)
 _event_decoder = msgspec.json.Decoder(DepthUpdateEvent)
 _snapshot_decoder = msgspec.json.Decoder(DepthSnapshot)
+_fast_decoder = msgspec.json.Decoder(_FastDepthMessage, strict=False)
 
 
 def _check_levels(levels: list[StrLevel], field: str) -> None:
@@ -133,6 +173,48 @@ def parse_depth_message(raw: bytes | str) -> DepthUpdateEvent:
     _check_levels(ev.b, "b")
     _check_levels(ev.a, "a")
     return ev
+
+
+def _levels_ok(levels: list[tuple[float, float]]) -> bool:
+    for price, qty in levels:  # noqa: SIM110 - a plain loop is faster than all() over a generator here
+        if not (0.0 < price < _INF and 0.0 <= qty < _INF):  # also false for NaN
+            return False
+    return True
+
+
+def parse_depth_diff(raw: bytes | str) -> DepthDiff:
+    """`parse_depth_message` for the hot path: the same checks, levels as floats, about twice as fast.
+
+    A message the fast decoder rejects, or one with a bad level, goes through `parse_depth_message`
+    so the `MalformedMessage` names the same kind and detail either way.
+    """
+    try:
+        m = _fast_decoder.decode(raw)
+    except msgspec.DecodeError:  # ValidationError included
+        parse_depth_message(raw)  # raises the precise error
+        raise MalformedMessage("schema", "depth event levels must be decimal strings") from None
+    d = m.data
+    if d is None:
+        if m.stream is not None:
+            raise MalformedMessage("schema", "combined-stream message without `data`")
+        if m.b is None or m.a is None or m.U < 0 or m.u < 0 or not m.s or not m.e:
+            parse_depth_message(raw)
+            raise MalformedMessage("schema", "depth event without its fields")
+        d = m
+    if d.e != "depthUpdate":
+        raise MalformedMessage("event_type", f"expected depthUpdate, got {d.e!r}")
+    if d.u < d.U or d.U < 0:
+        raise MalformedMessage("update_ids", f"U={d.U} u={d.u}")
+    if not (_levels_ok(d.b) and _levels_ok(d.a)):
+        parse_depth_message(raw)
+        raise MalformedMessage("non_finite", "depth level out of range")
+    return DepthDiff(d.E, d.s, d.U, d.u, d.b, d.a)
+
+
+def diff_of_event(ev: DepthUpdateEvent) -> DepthDiff:
+    """The float form of an already validated `DepthUpdateEvent`."""
+    return DepthDiff(ev.E, ev.s, ev.U, ev.u, [(float(p), float(q)) for p, q in ev.b],
+                     [(float(p), float(q)) for p, q in ev.a])
 
 
 def parse_depth_snapshot(raw: bytes | str) -> DepthSnapshot:
@@ -187,7 +269,7 @@ class BinanceDepthSync:
         self.max_buffer = max_buffer
         self.counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self._state = SyncState.AWAITING_SNAPSHOT
-        self._buffer: list[DepthUpdateEvent] = []
+        self._buffer: list[DepthDiff] = []
         self._update_id = 0
 
     # ------------------------------------------------------------------ state
@@ -223,7 +305,7 @@ class BinanceDepthSync:
         self._update_id = 0
         self._state = SyncState.AWAITING_SNAPSHOT
 
-    def _lose_sync(self, pending: list[DepthUpdateEvent]) -> None:
+    def _lose_sync(self, pending: list[DepthDiff]) -> None:
         # "Discard your local order book and restart the process from the beginning": the stream
         # is still open, so the events already received after the break start the new buffer.
         self.book.clear()
@@ -237,13 +319,24 @@ class BinanceDepthSync:
     def on_message(self, raw: bytes | str) -> SyncResult:
         """Parse one raw depth message (bare or combined-stream) and feed it; a malformed one is counted, not raised."""
         try:
-            ev = parse_depth_message(raw)
+            ev = parse_depth_diff(raw)
         except MalformedMessage:
             self.counters["malformed"] += 1
             return SyncResult.MALFORMED
-        return self.on_event(ev)
+        return self.on_diff(ev)
 
     def on_event(self, ev: DepthUpdateEvent) -> SyncResult:
+        """`on_diff` for an event parsed by `parse_depth_message` (venue strings)."""
+        try:
+            diff = diff_of_event(ev)
+        except ValueError:
+            # Unusable levels still carry usable ids: a stale one is dropped as stale, and the one
+            # the book needs next fails in the book's own validation and forces a resync.
+            nan = (math.nan, math.nan)
+            diff = DepthDiff(ev.E, ev.s, ev.U, ev.u, [nan], [])
+        return self.on_diff(diff)
+
+    def on_diff(self, ev: DepthDiff) -> SyncResult:
         """Buffer the event (no book yet) or apply the update procedure to it (SYNCED)."""
         if ev.s != self.symbol and ev.s.upper() != self.symbol:
             self.counters["malformed"] += 1
@@ -264,7 +357,7 @@ class BinanceDepthSync:
         self.counters["buffered"] += 1
         return SyncResult.BUFFERED
 
-    def _apply(self, ev: DepthUpdateEvent) -> SyncResult:
+    def _apply(self, ev: DepthDiff) -> SyncResult:
         uid = self._update_id
         if ev.u <= uid:
             self.counters["stale_dropped"] += 1
@@ -274,9 +367,7 @@ class BinanceDepthSync:
             self._lose_sync([ev])
             return SyncResult.GAP
         try:
-            bids = [(float(p), float(q)) for p, q in ev.b]
-            asks = [(float(p), float(q)) for p, q in ev.a]
-            self.book.apply_levels(bids, asks)  # validates everything before changing anything
+            self.book.apply_levels(ev.b, ev.a)  # validates everything before changing anything
         except ValueError:
             # This was the event the book needed next; without it the book cannot be right.
             self.counters["malformed"] += 1

@@ -23,7 +23,7 @@ from gateways.binance.depth_sync import (
     MalformedMessage,
     SyncResult,
     SyncState,
-    parse_depth_message,
+    parse_depth_diff,
 )
 from gateways.book import OrderBook
 
@@ -198,7 +198,7 @@ class BinanceMarketHandler:
     def _on_depth(self, feed: SymbolFeed, data: msgspec.Raw) -> None:
         sync = feed.sync
         try:
-            ev = parse_depth_message(data)
+            ev = parse_depth_diff(data)
         except MalformedMessage:
             sync.counters["malformed"] += 1
             raise
@@ -206,7 +206,7 @@ class BinanceMarketHandler:
             raise MalformedMessage("unknown_symbol", f"event for {ev.s!r} on {feed.symbol}'s stream")
         if sync.state is SyncState.SYNCED and ev.u <= sync.last_update_id:
             feed.counters["duplicates" if ev.u == sync.last_update_id else "out_of_order"] += 1
-        result = sync.on_event(ev)
+        result = sync.on_diff(ev)
         if result is SyncResult.APPLIED:
             feed.changed = True
             feed.exchange_ms = ev.E
