@@ -25,6 +25,7 @@ from typing import Any
 
 import ray
 
+from actors.compiled_fanout import CompiledFanout
 from cluster.config import FeedSection, MarketSection, RecordSection, SymbolSection
 from cluster.conflation import SubscriberChannel
 from cluster.messages import BookUpdate, MarkPrice, Trade
@@ -208,11 +209,14 @@ class FeedActor:
         self.loop_task: asyncio.Task | None = None
         self.delivery_errors = 0
         self.inline_channels: set[str] = set()
+        self.fanout = CompiledFanout(name) if transport == "compiled" else None
         self.redispatch: asyncio.TimerHandle | None = None
         self.metrics = FeedMetrics(name, venue)
 
     async def start(self, risk: Any = None) -> str:
         self.risk = risk
+        if self.fanout is not None:
+            self.fanout.ensure()  # compiled before market data flows; on failure members get actor calls
         if not self.running:
             self.running = True
             self.loop_task = asyncio.get_running_loop().create_task(self._run())
@@ -221,17 +225,29 @@ class FeedActor:
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
-    def subscribe(self, name: str, handle: Any, symbols: list[str], inline: bool = False) -> None:
-        """`inline`: books travel in the call itself (the paper gateway's matching), not through the object store."""
+    def subscribe(self, name: str, handle: Any, symbols: list[str], inline: bool = False,
+                  exclusive: bool = False) -> None:
+        """`inline`: books travel in the call itself (the paper gateway's matching), not through the object store.
+
+        `exclusive`: the subscriber reads no other feed actor, so with `feeds.transport: compiled` it
+        can join this actor's compiled graph (an actor takes part in one graph at a time).
+        """
         self.service.subscribe(name, handle, symbols)
         if inline:
             self.inline_channels.add(name)
         else:
             self.inline_channels.discard(name)
+        if self.fanout is not None:
+            if exclusive and not inline:
+                self.fanout.set_member(name, handle)
+            else:
+                self.fanout.discard(name)
 
     async def stop(self) -> dict[str, dict[str, int]]:
         self.running = False
         self.wakeup.set()
+        if self.fanout is not None:
+            self.fanout.close()
         if self.service.networked:
             await self.service.client.stop()
         tasks = [t for t in (self.loop_task, self.client_task) if t is not None]
@@ -244,6 +260,17 @@ class FeedActor:
 
     def stats(self) -> dict[str, dict[str, int]]:
         return self.service.stats()
+
+    def transport_state(self) -> dict[str, Any]:
+        """How each subscriber is served: `compiled` members, or actor calls (`inline` / `object_store`)."""
+        fan = self.fanout
+        compiled = sorted(fan.members) if fan is not None and fan.active else []
+        return {"transport": self.transport, "compiled_members": compiled,
+                "compiled_failures": fan.failures if fan is not None else 0,
+                "compiled_error": fan.last_error if fan is not None else "",
+                "channels": {n: ("compiled" if n in compiled else "inline" if n in self.inline_channels
+                                 else "object_store" if self.transport != "inline" else "inline")
+                             for n in self.service.channels}}
 
     def book(self, symbol: str) -> BookUpdate | None:
         return self.service.latest.get(symbol)
@@ -302,8 +329,9 @@ class FeedActor:
         on a small machine whether it holds one book or ten, so books are never put one by one.
         The reference goes as a top-level argument, so Ray hands the subscriber the books themselves."""
         refs: dict[tuple[tuple[str, int], ...], Any] = {}
+        compiled = self._dispatch_compiled()
         for ch in self.service.channels.values():
-            if ch.in_flight is not None or not ch.has_pending or ch.handle is None:
+            if ch.in_flight is not None or not ch.has_pending or ch.handle is None or ch.name in compiled:
                 continue
             now = time.monotonic()
             wait = ch.last_sent + self.min_interval_s - now
@@ -321,6 +349,34 @@ class FeedActor:
                 if books is None:
                     books = refs[key] = ray.put(d.books)
             ch.in_flight = asyncio.get_running_loop().create_task(self._deliver(ch, books, d.trades, d.skipped))
+
+    def _dispatch_compiled(self) -> frozenset[str]:
+        """Everything pending for the compiled graph's members, in one execution; the members it served.
+
+        No throttle and no in-flight limit here: an execution costs a fraction of a millisecond and
+        returns as soon as each member has queued the payload, and members conflate on their side.
+        """
+        fan = self.fanout
+        if fan is None or not fan.members or not fan.ensure():
+            return frozenset()
+        channels = self.service.channels
+        payload: dict[str, tuple[list[BookUpdate], list[Trade], int]] = {}
+        for name in fan.members:
+            ch = channels[name]
+            if ch.has_pending:
+                d = ch.take()
+                self.metrics.conflation(name, d.skipped)
+                payload[name] = (d.books, d.trades, d.skipped)
+        if payload and not fan.send(payload):
+            # Not delivered: give the members their data back; this very dispatch serves them by actor calls.
+            for name, (books, trades, skipped) in payload.items():
+                ch = channels[name]
+                for b in books:
+                    ch.books.setdefault(b.symbol, b)
+                ch.trades.extendleft(reversed(trades))
+                ch.skipped += skipped
+            return frozenset()
+        return frozenset(fan.members)
 
     def _redispatch(self) -> None:
         self.redispatch = None

@@ -82,6 +82,12 @@ COID_LOW = 64  # top up in the background below this many ids in hand
 USAGE_WINDOW_MS = 60_000
 RETRY_S = 0.2
 FLUSH_COALESCE_S = 0.002
+# The write-behind queue holds at most this many entries (a long Redis outage must not eat the actor's memory):
+# past it the oldest audit entries (decisions, events) are dropped, DROP_SLACK of the bound at a time so the
+# trim is rare; trading-state entries (what a restart rebuilds breakers from) are never dropped.
+MAX_PENDING = 100_000
+DROP_SLACK = 0.01
+DROP_LOG_EVERY = 10_000  # drops between two log lines
 
 # An entry of the write-behind queue: a decision, ("event", kind, data) or ("state", scope, status JSON | None).
 Write = RiskDecision | tuple[str, str, bytes | None]
@@ -96,7 +102,8 @@ class RiskService:
     controls are older than `controls_max_age_s` or Redis last failed."""
 
     def __init__(self, limits: RiskSection, symbols: list[SymbolSection], venues: list[str], store: StateStore,
-                 reconcile: bool = False, write_behind: bool = False, controls_max_age_s: float = CONTROLS_MAX_AGE_S):
+                 reconcile: bool = False, write_behind: bool = False, controls_max_age_s: float = CONTROLS_MAX_AGE_S,
+                 max_pending: int = MAX_PENDING):
         self.base_limits = limits
         self.engine = RiskEngine(limits, symbols, venues)
         self.store = store
@@ -113,6 +120,8 @@ class RiskService:
         self.read_error = ""
         self.write_error = ""
         self.pending: list[Write] = []  # written behind, in this order
+        self.max_pending = max_pending
+        self.dropped_writes = 0  # audit entries dropped because the queue was full (Redis away too long)
         self.pending_marks: dict[str, float] = {}
         self.pending_values: dict[str, str] = {}
         self.unsaved_states: dict[str, TradingStatus | None] = {}  # breaker trips/re-arms not yet in Redis
@@ -309,8 +318,32 @@ class RiskService:
     # -- the write-behind queue --------------------------------------------------------------------------
     def write(self, entry: Write) -> None:
         self.pending.append(entry)
+        if len(self.pending) > self.max_pending:
+            self._drop_oldest_audit()
         if not self.write_behind:
             self.flush()
+
+    def _drop_oldest_audit(self) -> None:
+        """The queue is full: drop its oldest decisions and events (audit and stats only) down to the bound less
+        DROP_SLACK, so a decision never waits on Redis nor on a trim per entry. Trading-state entries stay, in
+        order: without them a restart would forget a breaker's trip."""
+        pending = self.pending
+        excess = len(pending) - self.max_pending + max(1, int(self.max_pending * DROP_SLACK))
+        kept: list[Write] = []
+        dropped = cut = 0
+        while cut < len(pending) and dropped < excess:
+            e = pending[cut]
+            if isinstance(e, tuple) and e[0] == "state":
+                kept.append(e)
+            else:
+                dropped += 1
+            cut += 1
+        pending[:cut] = kept
+        before, self.dropped_writes = self.dropped_writes, self.dropped_writes + dropped
+        if dropped and (before == 0 or before // DROP_LOG_EVERY != self.dropped_writes // DROP_LOG_EVERY):
+            log.error("risk: write-behind queue full (%d entries, Redis: %s): dropped the oldest %d audit entries, "
+                      "%d in all", self.max_pending, self.write_error or self.read_error or "slow", dropped,
+                      self.dropped_writes)
 
     def take_pending(self) -> tuple[list[Write], dict[str, float], dict[str, str]]:
         batch, marks, values = self.pending, self.pending_marks, self.pending_values
@@ -329,8 +362,10 @@ class RiskService:
 
     def batch_failed(self, batch: list[Write], marks: dict[str, float], values: dict[str, str],
                      exc: Exception) -> None:
-        """Put a batch back in front, in order (newer marks and values win)."""
+        """Put a batch back in front, in order (newer marks and values win), within the queue's bound."""
         self.pending[:0] = batch
+        if len(self.pending) > self.max_pending:
+            self._drop_oldest_audit()
         self.pending_marks = {**marks, **self.pending_marks}
         self.pending_values = {**values, **self.pending_values}
         self.write_error = f"{type(exc).__name__}: {exc}"
@@ -396,7 +431,8 @@ class RiskService:
                 "drawdowns": losses.drawdowns(),
                 "open_orders": {k: v for k, v in eng.open_counts.items() if v},
                 "ready_venues": sorted(self.ready_venues), "overrides": dict(self.overrides),
-                "pending_writes": len(self.pending), "redis_error": self.write_error or self.read_error}
+                "pending_writes": len(self.pending), "dropped_writes": self.dropped_writes,
+                "redis_error": self.write_error or self.read_error}
 
 
 def _with_coid(decision: RiskDecision, coid: str | None) -> RiskDecision:
@@ -474,6 +510,10 @@ class RiskActor:
         self.wake.set()
         self.metrics.on_decision(decision, time.perf_counter() - t0)
         return decision
+
+    async def submit_batch(self, intents: list[OrderIntent]) -> list[RiskDecision]:
+        """`submit` for each intent, in order: one round trip for all that one market update produced."""
+        return [await self.submit(i) for i in intents]
 
     def _send(self, intent: OrderIntent, decision: RiskDecision, order: Order) -> RiskDecision:
         try:
@@ -749,10 +789,20 @@ class RiskActor:
             svc.batch_written(batch)
             return True
 
-    async def flush(self) -> int:
-        """Write everything queued now (shutdown, tests); returns how many entries are still waiting."""
-        await self._write_pending()
-        return len(self.service.pending)
+    async def flush(self, timeout_s: float = 0.0) -> int:
+        """Write everything queued now (shutdown, tests); returns how many entries are still waiting.
+
+        With `timeout_s`, a failed write is retried every RETRY_S until the queue is empty or the time is up:
+        at shutdown the audit of the last decisions survives a short Redis outage."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            written = await self._write_pending()
+            svc = self.service
+            if written and not (svc.pending or svc.pending_marks or svc.pending_values):
+                return 0
+            if time.monotonic() + RETRY_S > deadline:
+                return len(svc.pending)
+            await asyncio.sleep(0 if written else RETRY_S)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

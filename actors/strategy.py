@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import ray
 
+from cluster.conflation import SubscriberChannel
 from cluster.messages import (
     BookUpdate,
     ExecutionReport,
@@ -109,6 +110,10 @@ class StrategyActor:
         self.timer_task: asyncio.Task | None = None
         self.active = True
         self.metrics = StrategyMetrics(name)
+        # Deliveries from a feed's compiled graph land here (conflated) and are drained on the event loop.
+        self.loop = asyncio.get_event_loop()
+        self.mailbox = SubscriberChannel(name=f"strategy:{name}")
+        self.drain_task: asyncio.Task | None = None
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
@@ -119,6 +124,36 @@ class StrategyActor:
             if not self.active:
                 return
             await self._submit(self.host.on_market(books, trades, skipped))
+
+    def on_market_channel(self, payload: dict[str, tuple[list[BookUpdate], list[Trade], int]]) -> int:
+        """A feed's compiled graph calls this on the graph's own thread: hand our part to the event loop, return.
+
+        Returning at once keeps the feed's execution short whatever this strategy is busy with.
+        """
+        mine = payload.get(self.mailbox.name)
+        if mine is not None:
+            self.loop.call_soon_threadsafe(self._offer, *mine)
+        return 0
+
+    def _offer(self, books: list[BookUpdate], trades: list[Trade], skipped: int) -> None:
+        box = self.mailbox
+        box.skipped += skipped
+        for b in books:
+            box.offer_book(b)
+        for t in trades:
+            box.offer_trade(t)
+        if self.drain_task is None or self.drain_task.done():
+            self.drain_task = self.loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        """Handle the mailbox until it is empty: a slow strategy gets the latest book and the count it skipped."""
+        box = self.mailbox
+        while box.has_pending:
+            d = box.take()
+            try:
+                await self.on_market(d.books, d.trades, d.skipped)
+            except Exception:  # a strategy fault must not stop later deliveries
+                log.exception("strategy:%s: on_market failed", self.name)
 
     async def on_report(self, report: ExecutionReport) -> None:
         async with self.lock:
@@ -139,28 +174,32 @@ class StrategyActor:
                     await self._submit(self.host.strategy.on_timer(time.time_ns()))
 
     async def _submit(self, intents: list[OrderIntent]) -> None:
-        """Ask risk about all of one update's intents at once: one round trip, not one per intent.
+        """Ask risk about all of one update's intents in one call: one round trip, not one per intent.
 
-        Ray runs one caller's calls on an actor in the order they were made, so risk decides them in
-        this order; the decisions come back to the strategy in the same order.
+        Risk decides them in this order (a cancel before the order replacing it) and answers in it.
         """
         if not intents:
             return
         self.host.counters["intents"] += len(intents)
         asked = time.time_ns()
-        decisions = await asyncio.gather(*(self._ask_risk(i) for i in intents))
+        decisions = await self._ask_risk(intents)
         for intent, decision in zip(intents, decisions, strict=True):
             self.metrics.on_decision(intent, decision, asked)
             self.host.on_decision(decision, intent)
 
-    async def _ask_risk(self, intent: OrderIntent) -> RiskDecision:
+    async def _ask_risk(self, intents: list[OrderIntent]) -> list[RiskDecision]:
         try:
             if self.risk is None:
                 self.risk = ray.get_actor(self.risk_name)
-            return await asyncio.wait_for(self.risk.submit.remote(intent), RISK_TIMEOUT_S)
+            if len(intents) == 1:
+                return [await asyncio.wait_for(self.risk.submit.remote(intents[0]), RISK_TIMEOUT_S)]
+            decisions = await asyncio.wait_for(self.risk.submit_batch.remote(intents), RISK_TIMEOUT_S)
+            if len(decisions) != len(intents):
+                raise RuntimeError(f"risk answered {len(decisions)} of {len(intents)} intents")
+            return decisions
         except Exception as exc:  # fail closed: no answer from risk means nothing is sent
             self.risk = None
-            return self.host.unavailable(intent, f"risk did not answer: {type(exc).__name__}")
+            return [self.host.unavailable(i, f"risk did not answer: {type(exc).__name__}") for i in intents]
 
     def set_params(self, params: dict[str, Any]) -> dict[str, Any]:
         self.host.strategy.set_params(params)

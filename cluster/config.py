@@ -86,9 +86,11 @@ class FeedSection(Cfg):
     book_depth: int = 10
     # Marks sent to the risk actor at most this often per feed actor.
     mark_interval_ms: float = 250.0
-    # How book updates reach subscribers: "object_store" (one ray.put, the reference fanned out)
-    # or "inline" (the update as the actor call's argument). See bench/transport_bench.py.
-    transport: Literal["object_store", "inline"] = "object_store"
+    # How book updates reach strategies: "object_store" (one ray.put, the reference fanned out in
+    # actor calls), "inline" (the update as the actor call's argument) or "compiled" (a Ray Compiled
+    # Graph per feed actor, its channels in the object store's shared memory, for the strategies that
+    # read that feed actor alone; the others get object_store). See bench/transport_bench.py.
+    transport: Literal["object_store", "inline", "compiled"] = "object_store"
     # At most one delivery per subscriber per this interval: updates in between are conflated
     # (latest book per symbol), so an actor call is never spent on every market message.
     min_delivery_interval_ms: float = 10.0

@@ -35,6 +35,7 @@ from cluster.state_store import StateStore
 log = logging.getLogger(__name__)
 
 RISK_NAME = "risk"
+RISK_FLUSH_TIMEOUT_S = 5.0  # shutdown waits at most this long for risk's queued writes to reach Redis
 
 
 class LaunchError(RuntimeError):
@@ -85,6 +86,7 @@ class ClusterRun:
     started_at: float = 0.0
     api_thread: Any = None
     market_sim: Any = None  # the venue simulator process (market.source: simulator or replay)
+    risk_flushed: bool = False  # risk's write-behind queue was flushed at shutdown
 
     # -- start ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -202,10 +204,12 @@ class ClusterRun:
         ray.get([gw.attach_strategy.remote(s, self.strategies[s]) for gw in self.gateways.values() for s in strategies])
         subs = []
         for st in self.cfg.strategies:
-            for g in self.plan.feeds:
+            groups = [g for g in self.plan.feeds if any(s in g.symbols for s in st.symbols)]
+            for g in groups:
                 syms = [s for s in st.symbols if s in g.symbols]
-                if syms and (g.name in feeds or st.name in strategies):
-                    subs.append(self.feeds[g.name].subscribe.remote(f"strategy:{st.name}", self.strategies[st.name], syms))
+                if g.name in feeds or st.name in strategies:
+                    subs.append(self.feeds[g.name].subscribe.remote(f"strategy:{st.name}", self.strategies[st.name], syms,
+                                                                    exclusive=len(groups) == 1))
         for g in self.plan.feeds:
             if g.name in feeds:
                 subs.append(self.feeds[g.name].subscribe.remote(f"gateway:{g.venue}", self.gateways[g.venue], g.symbols,
@@ -310,6 +314,7 @@ class ClusterRun:
                 summary = self._drain_and_summarize()
         finally:
             if ray.is_initialized():
+                self._flush_risk()
                 for h in self.all_actors().values():
                     if h is not None:
                         with contextlib.suppress(Exception):
@@ -326,6 +331,20 @@ class ClusterRun:
                 self.redis.stop()
         return summary
 
+    def _flush_risk(self) -> None:
+        """Before risk is killed: its write-behind queue (the audit of the last decisions) to Redis, retried for
+        up to RISK_FLUSH_TIMEOUT_S if Redis is away. Fail-soft: shutdown goes on whatever happens."""
+        if self.risk is None or self.risk_flushed:
+            return
+        self.risk_flushed = True
+        try:
+            left = ray.get(self.risk.flush.remote(RISK_FLUSH_TIMEOUT_S), timeout=RISK_FLUSH_TIMEOUT_S + 5.0)
+        except Exception as exc:
+            log.warning("shutdown: risk's write-behind queue not flushed: %s: %s", type(exc).__name__, exc)
+            return
+        if left:
+            log.warning("shutdown: %d risk audit entries could not be written to Redis (lost)", left)
+
     def _drain_and_summarize(self) -> dict[str, Any]:
         assert self.store is not None
         strategy_stats = dict(zip(self.strategies, _get_all([s.stop.remote() for s in self.strategies.values()]),
@@ -340,6 +359,7 @@ class ClusterRun:
         feed_stats: dict[str, dict[str, int]] = {}
         for stats in _get_all([f.stop.remote() for f in self.feeds.values()]):
             feed_stats.update(stats or {})
+        self._flush_risk()  # the summary counts what risk's last decisions wrote
         return build_summary(self.cfg, self.store, self._stats_delta(), feed_stats, strategy_stats,
                              [f"{k}" for k in self.all_actors()], self.plan)
 
