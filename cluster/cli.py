@@ -224,6 +224,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"risk: trading states {states or 'all active'}; equity {rk.get('equity', '?')}, peak "
           f"{rk.get('peak_equity', '?')}, drawdown {rk.get('drawdown_pct', '?')}%; "
           f"limit overrides {rk['limit_overrides'] or 'none'}")
+    for scope, dd in rk.get("drawdowns", {}).items():
+        limit = f" (breaker at {dd['max_drawdown_pct']:g}%)" if "max_drawdown_pct" in dd else ""
+        print(f"risk: drawdown {scope}: equity {dd.get('equity', '?')}, peak {dd.get('peak_equity', '?')}, "
+              f"drawdown {dd.get('drawdown_pct', '?')}%{limit}")
     print(format_performance(perf))
     return 0
 
@@ -242,6 +246,25 @@ def _risk_state(store: Any) -> dict[str, Any]:
     for k in ("equity", "peak_equity", "drawdown_pct"):
         if k in values:
             out[k] = round(float(values[k]), 4)
+    out["drawdowns"] = _scope_drawdowns(values.get("drawdowns", ""))
+    return out
+
+
+def _scope_drawdowns(raw: str) -> dict[str, dict[str, float]]:
+    """Per-scope (venue, strategy) equity, peak and drawdown from risk's `drawdowns` JSON, sorted by scope.
+    `global` is left out (it is the top-level equity/peak/drawdown), and so are scopes without numbers."""
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for scope in sorted(data if isinstance(data, dict) else {}):
+        fields = data[scope]
+        if scope == "global" or not isinstance(fields, dict):
+            continue
+        nums = {k: round(float(v), 4) for k, v in fields.items() if isinstance(v, int | float)}
+        if "drawdown_pct" in nums:
+            out[scope] = nums
     return out
 
 

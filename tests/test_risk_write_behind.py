@@ -4,8 +4,10 @@ decisions touch no Redis, writes land in order, Redis trouble fails closed, rest
 from __future__ import annotations
 
 import json
+import logging
 import time
 
+import actors.risk as risk_mod
 from actors.risk import RiskService
 from cluster.config import RiskLimits, RiskSection, SymbolSection
 from cluster.messages import OrderIntent, OrderStatus, OrderType, RejectReason, Side
@@ -138,3 +140,42 @@ def test_market_and_notional_decisions_record_what_a_restart_needs(redis_url):
     assert svc.flush()
     again = service(redis_url, section)  # the duplicate filter knows the notional order after a restart
     assert again.decide(n)[0].reason is RejectReason.DUPLICATE_ORDER
+
+
+def test_a_long_outage_bounds_the_queue_dropping_the_oldest_audit_never_a_trading_state(redis_url, caplog,
+                                                                                         monkeypatch):
+    monkeypatch.setattr(risk_mod, "DROP_LOG_EVERY", 20, raising=False)
+    section = RiskSection(defaults=RiskLimits(max_orders_per_min=1000), capital=1000, max_drawdown_pct=5,
+                          stop_loss_atr=None)
+    svc = service(redis_url, section)
+    svc.max_pending = 50
+    up = svc.store
+    svc.next_coid()
+    svc.store = StateStore.from_url(DOWN, "t", timeout_s=0.2)  # a long outage starts
+    svc.engine.losses.peak_equity = 2000.0
+    events = svc.evaluate(force=True)  # a breaker trips: its state entry is the oldest in the queue
+    assert events is not None and [t.scope for t in events.trips] == ["global"]
+    assert [e[0] for e in svc.pending] == ["state", "event"]
+    decided = []
+    with caplog.at_level(logging.ERROR, logger="actors.risk"):
+        for k in range(200):
+            d, _ = svc.decide(intent(price=100.0 - k * 0.01))
+            svc.audit(d)  # decisions go on (refused: fail closed) and never wait on Redis
+            decided.append(d)
+            if k % 10 == 9:
+                assert not svc.flush()  # a failed batch goes back in front, within the bound too
+            assert len(svc.pending) <= 50
+    states = [e for e in svc.pending if isinstance(e, tuple) and e[0] == "state"]
+    assert [e[1] for e in states] == ["global"]  # what a restart rebuilds the breaker from is never dropped
+    kept = [e for e in svc.pending if not isinstance(e, tuple)]
+    assert kept == decided[-len(kept):] and len(kept) >= 40  # the newest decisions, in order
+    assert svc.dropped_writes == 202 - len(svc.pending) and svc.dropped_writes > 100
+    assert svc.snapshot()["dropped_writes"] == svc.dropped_writes
+    full = [r for r in caplog.records if "write-behind queue full" in r.getMessage()]
+    assert len(full) == 1 + svc.dropped_writes // 20  # once at the first drop, then once per 20 drops
+
+    svc.store = up  # Redis is back: the trip and the newest audit reach it
+    assert svc.flush() and not svc.pending
+    assert json.loads(up.trading_states()["global"])["source"] == "drawdown"
+    assert len(up.audit_entries(count=500)) == len(kept)
+    assert up.stats()["orders_submitted"] == len(kept)

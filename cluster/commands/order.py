@@ -1,15 +1,19 @@
 """`order`, `cancel-all`, `flatten`: trade by hand on a running cluster, always through the risk actor.
 
 `order` submits an intent as strategy `manual`, waits for the order to reach a
-final state (or `--wait` seconds) and prints it. `cancel-all` asks each gateway
+final state (or `--wait` seconds) and prints it; `--notional` asks for a market
+order for an amount of quote currency instead of `--qty` (risk checks it as
+notional / mid, the venue decides the quantity). `cancel-all` asks each gateway
 to cancel its open orders. `flatten` sends, per symbol with a non-zero net
-position, a market order the other way (through risk, like any order).
+position, a market order the other way (through risk, like any order), in whole
+lots: what a notional order bought off the lot grid leaves less than a lot.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from typing import Any
 
@@ -23,7 +27,10 @@ def register(sub: Any) -> None:
     p.add_argument("--venue", required=True)
     p.add_argument("--symbol", required=True)
     p.add_argument("--side", required=True, choices=["buy", "sell"])
-    p.add_argument("--qty", required=True, type=float)
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument("--qty", type=float, help="quantity in base units")
+    size.add_argument("--notional", type=float,
+                      help="market orders only: an amount of quote currency (e.g. USDT) instead of --qty")
     p.add_argument("--price", type=float, default=None)
     p.add_argument("--type", dest="order_type", choices=["limit", "market"], default=None,
                    help="default: limit with --price, else market")
@@ -83,8 +90,16 @@ def build_intent(args: argparse.Namespace, cfg: Any) -> Any:
     _venues(cfg, args.venue)
     if args.symbol not in cfg.symbol_map:
         raise CliError(f"unknown symbol {args.symbol!r}; configured: {sorted(cfg.symbol_map)}")
-    if not args.qty > 0:
-        raise CliError("--qty must be > 0")
+    notional = getattr(args, "notional", None)
+    if notional is not None:
+        if not (math.isfinite(notional) and notional > 0):
+            raise CliError(f"--notional must be a positive finite amount of quote currency, got {notional!r}")
+        if args.order_type == "limit" or args.price is not None:
+            raise CliError("--notional is for market orders only: drop --price / --type limit, or use --qty")
+        return OrderIntent(strategy=MANUAL_STRATEGY, venue=args.venue, symbol=args.symbol, side=Side(args.side),
+                           qty=0.0, notional=notional, order_type=OrderType.MARKET, created_ts_ns=time.time_ns())
+    if not (math.isfinite(args.qty) and args.qty > 0):
+        raise CliError(f"--qty must be a positive finite number, got {args.qty!r}")
     otype = args.order_type or ("limit" if args.price is not None else "market")
     if otype == "limit" and (args.price is None or not args.price > 0):
         raise CliError("a limit order needs --price > 0")
@@ -110,7 +125,8 @@ def _submit_and_wait(ray: Any, intent: Any, wait_s: float) -> tuple[Any, Any]:
 
 
 def _print_order(order: Any) -> None:
-    print(f"{order.client_order_id} {order.symbol} {order.side.value} {order.qty:g} "
+    size = f"{order.qty:g}" if order.notional is None else f"notional {order.notional:g} (est. qty {order.qty:g})"
+    print(f"{order.client_order_id} {order.symbol} {order.side.value} {size} "
           f"{order.order_type.value}{' @ ' + format(order.price, 'g') if order.price else ''}: {order.status.value}, "
           f"filled {order.filled_qty:g}{' @ ' + format(order.avg_fill_price, 'g') if order.filled_qty else ''}"
           f"{' (' + order.reason + ')' if order.reason else ''}")
@@ -160,12 +176,17 @@ def cmd_flatten(args: argparse.Namespace) -> int:
     ray = _connect(cfg)
     for v in venues:
         ray.get(ray.get_actor(f"gateway:{v}").cancel_all.remote(None), timeout=10)
-    rc = 0
+    rc = sent = 0
     for (venue, symbol), qty in sorted(net.items()):
-        if abs(qty) < 1e-12:
+        lot = cfg.symbol_map[symbol].lot_size if symbol in cfg.symbol_map else 0.0
+        size = whole_lots(abs(qty), lot)
+        if size <= 0.0:
+            if abs(qty) >= 1e-12:
+                print(f"{venue} {symbol}: {abs(qty):g} left, less than one lot ({lot:g})")
             continue
+        sent += 1
         intent = OrderIntent(strategy=MANUAL_STRATEGY, venue=venue, symbol=symbol,
-                             side=Side.SELL if qty > 0 else Side.BUY, qty=abs(qty), order_type=OrderType.MARKET,
+                             side=Side.SELL if qty > 0 else Side.BUY, qty=size, order_type=OrderType.MARKET,
                              created_ts_ns=time.time_ns())
         decision, order = _submit_and_wait(ray, intent, 10.0)
         if not decision.approved:
@@ -173,6 +194,15 @@ def cmd_flatten(args: argparse.Namespace) -> int:
             rc = 1
         elif order is not None:
             _print_order(order)
-    if not any(abs(q) >= 1e-12 for q in net.values()):
+    if not sent:
         print("nothing to flatten")
     return rc
+
+
+def whole_lots(qty: float, lot: float) -> float:
+    """`qty` rounded down to the lot grid risk checks orders against (within its 1e-6 lot tolerance)."""
+    if lot <= 0.0:
+        return qty
+    steps = qty / lot
+    n = round(steps) if abs(steps - round(steps)) <= 1e-6 else math.floor(steps)
+    return round(n * lot, 12)
