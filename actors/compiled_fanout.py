@@ -21,6 +21,7 @@ whatever the strategy is doing; the strategy conflates on its side.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -38,6 +39,11 @@ class CompiledFanout:
     """The graph `payload -> [member.on_market_channel(payload) for each member]`, rebuilt when members change."""
 
     def __init__(self, owner: str, timeout_s: float = EXECUTE_TIMEOUT_S) -> None:
+        # The feed waits on each execution from its event loop on purpose (a fraction of a millisecond,
+        # bounded by `timeout_s`): Ray's one-time warning about blocking gets would only alarm users.
+        os.environ.setdefault("RAY_WARN_BLOCKING_GET_INSIDE_ASYNC", "0")
+        # Ray logs every graph teardown at INFO; a member restart is reported here at WARNING instead.
+        logging.getLogger("ray.dag.compiled_dag_node").setLevel(logging.WARNING)
         self.owner = owner
         self.timeout_s = timeout_s
         self.members: dict[str, Any] = {}  # channel name -> actor handle

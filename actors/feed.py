@@ -226,11 +226,12 @@ class FeedActor:
         return ray.get_runtime_context().get_node_id()
 
     def subscribe(self, name: str, handle: Any, symbols: list[str], inline: bool = False,
-                  exclusive: bool = False) -> None:
+                  compiled: bool = False) -> None:
         """`inline`: books travel in the call itself (the paper gateway's matching), not through the object store.
 
-        `exclusive`: the subscriber reads no other feed actor, so with `feeds.transport: compiled` it
-        can join this actor's compiled graph (an actor takes part in one graph at a time).
+        `compiled`: with `feeds.transport: compiled`, the subscriber joins this actor's compiled graph.
+        An actor takes part in one graph at a time, so the launcher names one feed actor per strategy;
+        the strategy's other feed actors deliver to it by actor calls (`object_store`).
         """
         self.service.subscribe(name, handle, symbols)
         if inline:
@@ -238,7 +239,7 @@ class FeedActor:
         else:
             self.inline_channels.discard(name)
         if self.fanout is not None:
-            if exclusive and not inline:
+            if compiled and not inline:
                 self.fanout.set_member(name, handle)
             else:
                 self.fanout.discard(name)

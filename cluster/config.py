@@ -90,7 +90,7 @@ class FeedSection(Cfg):
     # actor calls), "inline" (the update as the actor call's argument) or "compiled" (a Ray Compiled
     # Graph per feed actor, its channels in the object store's shared memory, for the strategies that
     # read that feed actor alone; the others get object_store). See bench/transport_bench.py.
-    transport: Literal["object_store", "inline", "compiled"] = "object_store"
+    transport: Literal["object_store", "inline", "compiled"] = "compiled"
     # At most one delivery per subscriber per this interval: updates in between are conflated
     # (latest book per symbol), so an actor call is never spent on every market message.
     min_delivery_interval_ms: float = 10.0

@@ -205,11 +205,12 @@ class ClusterRun:
         subs = []
         for st in self.cfg.strategies:
             groups = [g for g in self.plan.feeds if any(s in g.symbols for s in st.symbols)]
+            home = _home_feed(groups, st.symbols, self.plan.strategies.get(st.name))
             for g in groups:
                 syms = [s for s in st.symbols if s in g.symbols]
                 if g.name in feeds or st.name in strategies:
                     subs.append(self.feeds[g.name].subscribe.remote(f"strategy:{st.name}", self.strategies[st.name], syms,
-                                                                    exclusive=len(groups) == 1))
+                                                                    compiled=g is home))
         for g in self.plan.feeds:
             if g.name in feeds:
                 subs.append(self.feeds[g.name].subscribe.remote(f"gateway:{g.venue}", self.gateways[g.venue], g.symbols,
@@ -362,6 +363,13 @@ class ClusterRun:
         self._flush_risk()  # the summary counts what risk's last decisions wrote
         return build_summary(self.cfg, self.store, self._stats_delta(), feed_stats, strategy_stats,
                              [f"{k}" for k in self.all_actors()], self.plan)
+
+
+def _home_feed(groups: list[FeedGroup], symbols: list[str], node_id: str | None) -> FeedGroup | None:
+    """The one feed actor whose compiled graph a strategy joins (an actor takes part in one graph at a time):
+    on the strategy's node, serving most of its symbols. Its other feeds deliver by actor calls."""
+    local = [g for g in groups if g.node_id == node_id]
+    return max(local, key=lambda g: sum(s in g.symbols for s in symbols), default=None)
 
 
 def _wait_names_free(names: list[str], timeout: float = 30.0) -> None:

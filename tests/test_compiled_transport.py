@@ -1,7 +1,7 @@
 """`feeds.transport: compiled`: books reach the strategies through each feed actor's Ray Compiled Graph.
 
-A strategy that reads one feed actor joins that feed's graph; one that reads two feed actors (an
-actor takes part in one graph at a time) gets actor-call deliveries. Orders still go through risk
+A strategy joins the graph of one feed actor; one that reads two feed actors (an actor takes part in
+one graph at a time) gets the other feed's books by actor calls. Orders still go through risk
 to the gateway. Killing a member strategy does not stop the feed serving the other one, and the
 restarted strategy gets books again.
 """
@@ -64,12 +64,13 @@ def test_compiled_graph_delivers_and_survives_a_member_kill(ray_session: None, r
     run.start()
     try:
         feed_a, feed_b = run.feeds["feed:paper:AAAUSDT"], run.feeds["feed:paper:BBBUSDT"]
-        state_a = ray.get(feed_a.transport_state.remote())
-        assert state_a["compiled_members"] == ["strategy:pa"], state_a
-        # `both` reads two feed actors: it cannot join either graph and gets actor calls; the gateway too.
-        assert state_a["channels"]["strategy:both"] == "object_store"
-        assert state_a["channels"]["gateway:paper"] == "inline"
-        assert ray.get(feed_b.transport_state.remote())["compiled_members"] == ["strategy:pb"]
+        state_a, state_b = ray.get([feed_a.transport_state.remote(), feed_b.transport_state.remote()])
+        assert "strategy:pa" in state_a["compiled_members"] and "strategy:pb" in state_b["compiled_members"]
+        # `both` reads two feed actors and an actor takes part in one graph at a time: it joins one
+        # feed's graph and gets the other feed's books by actor calls. The paper gateway gets books inline.
+        assert sorted([state_a["channels"]["strategy:both"], state_b["channels"]["strategy:both"]]) == [
+            "compiled", "object_store"]
+        assert state_a["channels"]["gateway:paper"] == state_b["channels"]["gateway:paper"] == "inline"
 
         wait_for(lambda: min(books_seen(run, n) for n in ("pa", "pb", "both")) > 20, 30, "books for every strategy")
         gw = run.gateways["paper"]
@@ -84,7 +85,7 @@ def test_compiled_graph_delivers_and_survives_a_member_kill(ray_session: None, r
         state_a = ray.get(feed_a.transport_state.remote())
         assert state_a["compiled_failures"] >= 1 and state_a["compiled_error"]
         # After the back-off the graph is compiled again with the restarted actor.
-        wait_for(lambda: ray.get(feed_a.transport_state.remote())["compiled_members"] == ["strategy:pa"], 30,
+        wait_for(lambda: "strategy:pa" in ray.get(feed_a.transport_state.remote())["compiled_members"], 30,
                  "the graph to be compiled again")
         after = books_seen(run, "pa")
         wait_for(lambda: books_seen(run, "pa") > after + 20, 20, "pa to get books through the new graph")
