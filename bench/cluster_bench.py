@@ -29,7 +29,7 @@ PRICES = [60000.0, 3000.0, 150.0, 600.0]
 
 
 def bench_config(n_symbols: int, updates_per_s: float, redis_url: str, data_dir: str, probe: bool,
-                 max_feed_actors: int = 4, address: str = "", transport: str = "compiled") -> Any:
+                 max_feed_actors: int = 4, address: str = "", transport: str = "object_store") -> Any:
     symbols = [{"symbol": f"S{i:03d}USDT", "venue": "paper", "price": PRICES[i % 4], "tick_size": 0.01,
                 "lot_size": 0.0001, "volatility": 0.5} for i in range(n_symbols)]
     strategies = []
@@ -73,20 +73,25 @@ def _cpu_seconds(pids: list[int]) -> float:
 
 
 def tick_to_order(n_symbols: int, redis_url: str, tmp: str, seconds: float, address: str = "",
-                  transport: str = "compiled") -> dict[str, Any]:
+                  transport: str = "object_store") -> dict[str, Any]:
     cfg = bench_config(n_symbols, 100.0, redis_url, tmp, probe=True, address=address, transport=transport)
     run = ClusterRun(cfg)
     run.start()
     try:
         time.sleep(3.0)
         gw = run.gateways["paper"]
+        pids = _pids(list(run.all_actors().values()))
         ray.get(gw.tick_to_order.remote(True))
+        cpu0, t0 = _cpu_seconds(pids), time.monotonic()
         time.sleep(seconds)
         samples = ray.get(gw.tick_to_order.remote(True))
+        cpu = (_cpu_seconds(pids) - cpu0) / (time.monotonic() - t0)
     finally:
         run.shutdown()
     out = percentiles_us(samples) if samples else {"n": 0}
     out["orders_per_s"] = round(len(samples) / seconds, 1)
+    out["transport"] = transport
+    out["actors_cpu_cores"] = round(cpu, 3)  # feeds, strategies, risk, gateway together
     return out
 
 
@@ -187,15 +192,18 @@ def run(seconds: float = 8.0) -> dict[str, Any]:
             result["baseline_three_hop"][str(n)] = base
             ratio = r.get("p50_us", math.nan) / base["p50_us"] if base.get("p50_us") else math.nan
             print(f"tick-to-order {n:>3} symbols: p50 {r.get('p50_us')} us  p99 {r.get('p99_us')} us  "
-                  f"p99.9 {r.get('p999_us')} us  ({r['orders_per_s']} orders/s); three-hop chain p50 "
+                  f"p99.9 {r.get('p999_us')} us  ({r['orders_per_s']} orders/s, actors use {r['actors_cpu_cores']} "
+                  f"cores); three-hop chain p50 "
                   f"{base['p50_us']} us -> ratio {ratio:.2f}", flush=True)
-        # The default transport is `compiled`; the other two, at 8 symbols, in the same run.
-        for transport in ("object_store", "inline"):
-            other = tick_to_order(8, redis.url, tmp, seconds, transport=transport)
-            result[f"tick_to_order_8_symbols_{transport}_transport"] = other
-            ratio = other.get("p50_us", math.nan) / result["tick_to_order"]["8"].get("p50_us", math.nan)
-            print(f"tick-to-order   8 symbols, {transport} transport: p50 {other.get('p50_us')} us  "
-                  f"p99 {other.get('p99_us')} us  ({ratio:.2f}x the compiled p50)", flush=True)
+        # The default transport is `object_store`; the other two at 1 and 8 symbols, in the same run.
+        for transport in ("compiled", "inline"):
+            for n in (1, 8):
+                other = tick_to_order(n, redis.url, tmp, seconds, transport=transport)
+                result[f"tick_to_order_{n}_symbols_{transport}_transport"] = other
+                ratio = other.get("p50_us", math.nan) / result["tick_to_order"][str(n)].get("p50_us", math.nan)
+                print(f"tick-to-order {n:>3} symbols, {transport} transport: p50 {other.get('p50_us')} us  "
+                      f"p99 {other.get('p99_us')} us, actors use {other['actors_cpu_cores']} cores "
+                      f"({ratio:.2f}x the object_store p50)", flush=True)
         for n in (1, 8, 32, 128):
             t = throughput(n, redis.url, tmp, seconds, updates_per_s=50.0)
             result["throughput"].append(t)

@@ -9,6 +9,7 @@ Options, each delivering a 10-level BookUpdate from a feed actor to K strategy a
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import ray
@@ -60,7 +61,22 @@ class Publisher:
         return samples
 
 
-def compiled_samples(subs: list, n: int) -> list[int] | str:
+def _member_cpu_cores(subs: list, seconds: float) -> float:
+    """CPU the subscribers' processes use over `seconds` while nothing is sent (a graph member's reader)."""
+    import psutil
+
+    procs = [psutil.Process(p) for p in ray.get([s.__ray_call__.remote(lambda self: os.getpid()) for s in subs])]
+
+    def used() -> float:
+        return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+
+    before = used()
+    time.sleep(seconds)
+    return round((used() - before) / seconds, 3)
+
+
+def compiled_samples(subs: list, n: int, idle: dict | None = None) -> list[int] | str:
+    """Round trips through a compiled graph; `idle` gets the members' CPU while the graph waits for input."""
     try:
         from ray.dag import InputNode, MultiOutputNode
 
@@ -76,8 +92,12 @@ def compiled_samples(subs: list, n: int) -> list[int] | str:
             t = time.perf_counter_ns()
             ray.get(cdag.execute(u))
             samples.append(time.perf_counter_ns() - t)
+        if idle is not None:
+            idle["compiled"] = _member_cpu_cores(subs, 3.0)
     finally:
         cdag.teardown()
+    if idle is not None:
+        idle["actor_calls"] = _member_cpu_cores(subs, 3.0)
     return samples
 
 
@@ -93,14 +113,20 @@ def run(n: int = 1000) -> dict:
             ray.get(pub.run.remote("inline", 20))
             for mode in ("inline", "put_fanout"):
                 out[f"{mode}_k{k}"] = percentiles_us(ray.get(pub.run.remote(mode, n)))
-            comp = compiled_samples(subs, n)
+            idle: dict = {}
+            comp = compiled_samples(subs, n, idle)
             out[f"compiled_k{k}"] = comp if isinstance(comp, str) else percentiles_us(comp)
+            # In Ray 2.60 a graph member's reader thread busy-polls its channel: the price of the fast hop.
+            out[f"idle_subscribers_cpu_cores_k{k}"] = idle
             for a in [pub, *subs]:
                 ray.kill(a)
     finally:
         if started:
             ray.shutdown()
     for name, r in out.items():
+        if name.startswith("idle_"):
+            print(f"transport {name:<16} {r}")
+            continue
         print(f"transport {name:<16} " + (r if isinstance(r, str) else f"p50 {r['p50_us']:>8} us  p99 {r['p99_us']:>8} us"))
     return out
 

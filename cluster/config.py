@@ -88,9 +88,11 @@ class FeedSection(Cfg):
     mark_interval_ms: float = 250.0
     # How book updates reach strategies: "object_store" (one ray.put, the reference fanned out in
     # actor calls), "inline" (the update as the actor call's argument) or "compiled" (a Ray Compiled
-    # Graph per feed actor, its channels in the object store's shared memory, for the strategies that
-    # read that feed actor alone; the others get object_store). See bench/transport_bench.py.
-    transport: Literal["object_store", "inline", "compiled"] = "compiled"
+    # Graph per feed actor, its channels in the object store's shared memory; each strategy joins one
+    # feed actor's graph). "compiled" has the fastest hop but, in Ray 2.60, every graph member's reader
+    # thread busy-polls (about one core per strategy, idle or not): only with cores to spare.
+    # See bench/transport_bench.py and bench/cluster_bench.py.
+    transport: Literal["object_store", "inline", "compiled"] = "object_store"
     # At most one delivery per subscriber per this interval: updates in between are conflated
     # (latest book per symbol), so an actor call is never spent on every market message.
     min_delivery_interval_ms: float = 10.0
