@@ -7,7 +7,6 @@ position back to zero.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from cluster.commands.order import MANUAL_STRATEGY, build_intent, whole_lots
 from cluster.config import parse_config
 from cluster.launch import ClusterRun
 from cluster.messages import OrderStatus, OrderType
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
@@ -38,14 +38,6 @@ def cli_config(tmp_path: Path, redis_url: str):
     path.write_text(yaml.safe_dump(data))
     return parse_config(data), str(path)
 
-
-def wait_for(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def net(store, symbol: str) -> float:

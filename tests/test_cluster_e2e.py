@@ -20,6 +20,7 @@ from cluster.cli import main as cli_main
 from cluster.config import parse_config
 from cluster.launch import ClusterRun
 from cluster.portfolio import Portfolio
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
@@ -33,14 +34,6 @@ def e2e_config(tmp_path: Path, redis_url: str):
     path.write_text(yaml.safe_dump(data))
     return parse_config(data), str(path)
 
-
-def wait_for(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def strategy_fills(run: ClusterRun) -> Counter:

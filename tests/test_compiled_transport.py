@@ -8,7 +8,6 @@ restarted strategy gets books again.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import ray
 
 from cluster.config import parse_config
 from cluster.launch import ClusterRun
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
@@ -48,14 +48,6 @@ def books_seen(run: ClusterRun, name: str) -> int:
     except ray.exceptions.ActorUnavailableError:  # restarting
         return 0
 
-
-def wait_for(pred: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_compiled_graph_delivers_and_survives_a_member_kill(ray_session: None, redis_url: str,

@@ -3,7 +3,6 @@ feeds, and a lost node's symbols move to a live node and keep trading with posit
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -14,20 +13,10 @@ from ray.cluster_utils import Cluster
 from cluster.config import parse_config
 from cluster.launch import ClusterRun
 from cluster.portfolio import Portfolio
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
-
-
-def wait_for(pred, timeout: float, what: str, every=None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if every:
-            every()
-        if pred():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture()

@@ -10,7 +10,6 @@ the fill journal.
 from __future__ import annotations
 
 import os
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from cluster.config import parse_config
 from cluster.launch import ClusterRun
 from cluster.messages import IntentAction
 from cluster.portfolio import Portfolio
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
@@ -39,14 +39,6 @@ def strategies_config(tmp_path: Path, redis_url: str) -> tuple[Any, str]:
     path.write_text(yaml.safe_dump(data))
     return parse_config(data), str(path)
 
-
-def wait_for(pred: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def pids(handles: dict[str, Any]) -> dict[str, int]:

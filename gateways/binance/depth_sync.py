@@ -91,15 +91,6 @@ class DepthDiff(msgspec.Struct, gc=False):
     `DepthUpdateEvent` keeps the venue's strings for tools that must echo them.
     """
 
-    E: int
-    s: str
-    U: int
-    u: int
-    b: list[tuple[float, float]]
-    a: list[tuple[float, float]]
-
-
-class _FastDepthData(msgspec.Struct, gc=False):
     e: str
     E: int
     s: str
@@ -113,7 +104,7 @@ class _FastDepthMessage(msgspec.Struct, gc=False):
     # Bare or combined-stream depth event in one decode. strict=False turns the venue's decimal
     # strings into floats inside msgspec (and also takes JSON numbers, which the venue never sends).
     stream: str | None = None
-    data: _FastDepthData | None = None
+    data: DepthDiff | None = None
     e: str = ""
     E: int = 0
     s: str = ""
@@ -208,12 +199,12 @@ def parse_depth_diff(raw: bytes | str) -> DepthDiff:
     if not (_levels_ok(d.b) and _levels_ok(d.a)):
         parse_depth_message(raw)
         raise MalformedMessage("non_finite", "depth level out of range")
-    return DepthDiff(d.E, d.s, d.U, d.u, d.b, d.a)
+    return d if type(d) is DepthDiff else DepthDiff(d.e, d.E, d.s, d.U, d.u, d.b, d.a)
 
 
 def diff_of_event(ev: DepthUpdateEvent) -> DepthDiff:
     """The float form of an already validated `DepthUpdateEvent`."""
-    return DepthDiff(ev.E, ev.s, ev.U, ev.u, [(float(p), float(q)) for p, q in ev.b],
+    return DepthDiff(ev.e, ev.E, ev.s, ev.U, ev.u, [(float(p), float(q)) for p, q in ev.b],
                      [(float(p), float(q)) for p, q in ev.a])
 
 
@@ -333,7 +324,7 @@ class BinanceDepthSync:
             # Unusable levels still carry usable ids: a stale one is dropped as stale, and the one
             # the book needs next fails in the book's own validation and forces a resync.
             nan = (math.nan, math.nan)
-            diff = DepthDiff(ev.E, ev.s, ev.U, ev.u, [nan], [])
+            diff = DepthDiff(ev.e, ev.E, ev.s, ev.U, ev.u, [nan], [])
         return self.on_diff(diff)
 
     def on_diff(self, ev: DepthDiff) -> SyncResult:
