@@ -148,10 +148,14 @@ class FeedService:
             if ch not in self.by_symbol[s]:
                 self.by_symbol[s].append(ch)
 
-    def step(self, dt_s: float, now_ns: int) -> None:
-        """Built-in market: advance every symbol by `dt_s` and publish."""
+    def step(self, dt_s: float, now_ns: int | None = None) -> None:
+        """Built-in market: advance every symbol by `dt_s` and publish.
+
+        Each symbol's messages are stamped as received when its own step starts (`now_ns` stamps all
+        of them alike), so one symbol's latency does not include simulating the symbols before it.
+        """
         for symbol, feed in self.feeds.items():
-            book, trades = feed.step(dt_s, now_ns)
+            book, trades = feed.step(dt_s, time.time_ns() if now_ns is None else now_ns)
             self.publish({symbol: book} if book is not None else {}, trades)
 
     def pump(self, now_ns: int) -> None:
@@ -284,7 +288,7 @@ class FeedActor:
         next_mark = next_tick
         while self.running:
             try:
-                self.service.step(self.interval_s, time.time_ns())
+                self.service.step(self.interval_s)
                 next_mark = self._publish(next_mark)
             except Exception:  # a feed fault must never stop the feed
                 log.exception("%s: step failed", self.name)

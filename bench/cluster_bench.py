@@ -29,7 +29,8 @@ PRICES = [60000.0, 3000.0, 150.0, 600.0]
 
 
 def bench_config(n_symbols: int, updates_per_s: float, redis_url: str, data_dir: str, probe: bool,
-                 max_feed_actors: int = 4, address: str = "", transport: str = "object_store") -> Any:
+                 max_feed_actors: int = 4, address: str = "", transport: str = "object_store",
+                 replay_path: str = "") -> Any:
     symbols = [{"symbol": f"S{i:03d}USDT", "venue": "paper", "price": PRICES[i % 4], "tick_size": 0.01,
                 "lot_size": 0.0001, "volatility": 0.5} for i in range(n_symbols)]
     strategies = []
@@ -45,7 +46,8 @@ def bench_config(n_symbols: int, updates_per_s: float, redis_url: str, data_dir:
         "ray": {"address": address},
         "redis": {"url": redis_url},
         "api": {"enabled": False},
-        "market": {"source": "builtin", "seed": 3, "updates_per_second": updates_per_s},
+        "market": ({"source": "replay", "replay_path": replay_path, "replay_speed": 1.0} if replay_path
+                   else {"source": "builtin", "seed": 3, "updates_per_second": updates_per_s}),
         "feeds": {"symbols_per_actor": math.ceil(n_symbols / min(max_feed_actors, n_symbols)), "transport": transport},
         "symbols": symbols,
         "strategies": strategies,
@@ -135,14 +137,44 @@ def three_hop_baseline(rate_per_s: float, seconds: float) -> dict[str, Any]:
     return percentiles_us(samples)
 
 
-def throughput(n_symbols: int, redis_url: str, tmp: str, seconds: float, updates_per_s: float) -> dict[str, Any]:
-    cfg = bench_config(n_symbols, updates_per_s, redis_url, tmp, probe=False)
+def make_recording(n_symbols: int, updates_per_s: float, seconds: float, path: Path) -> Path:
+    """The built-in market of `n_symbols` as a raw recording (what `feeds.record.raw` writes), made before timing.
+
+    Replayed by the venue simulator at the recorded pace, the feeds then do only what they do against
+    a real venue (WebSocket receive, parse, sync, book, deliver): the market's own simulation, which
+    costs more per update than all of that, is not on the two cores while they are measured.
+    """
+    from gateways.recording import RawRecorder
+    from gateways.sim_feed import SimulatedFeed
+
+    cfg = bench_config(n_symbols, updates_per_s, "redis://unused", str(path.parent), probe=False)
+    dt = 1.0 / updates_per_s
+    with RawRecorder(path) as rec:
+        feeds = [SimulatedFeed("paper", s, cfg.market, cfg.feeds.book_depth, recorder=rec) for s in cfg.symbols]
+        t_ns = time.time_ns()
+        for _ in range(int(seconds * updates_per_s)):
+            t_ns += int(dt * 1e9)
+            for f in feeds:
+                f.step(dt, t_ns)
+    return path
+
+
+def throughput(n_symbols: int, redis_url: str, tmp: str, seconds: float, updates_per_s: float,
+               replay: bool = False) -> dict[str, Any]:
+    """Book updates applied per second by the feed actors, and their CPU; `replay`: from a recording over sockets."""
+    replay_path = ""
+    if replay:
+        replay_path = str(make_recording(n_symbols, updates_per_s, seconds + 6.0,
+                                         Path(tmp) / f"replay-{n_symbols}.jsonl.gz"))
+    cfg = bench_config(n_symbols, updates_per_s, redis_url, tmp, probe=False, replay_path=replay_path)
     run = ClusterRun(cfg)
     run.start()
     try:
-        time.sleep(2.0)
+        time.sleep(4.0 if replay else 2.0)
         feeds = list(run.feeds.values())
         pids = _pids(feeds)
+        sim_pid = [run.market_sim.proc.pid] if run.market_sim is not None and run.market_sim.proc else []
+        sim0 = _cpu_seconds(sim_pid)
         before = sum(sum(s.get("applied", 0) for s in st.values()) for st in ray.get([f.stats.remote() for f in feeds]))
         cpu0 = _cpu_seconds(pids)
         t0 = time.monotonic()
@@ -150,14 +182,17 @@ def throughput(n_symbols: int, redis_url: str, tmp: str, seconds: float, updates
         after = sum(sum(s.get("applied", 0) for s in st.values()) for st in ray.get([f.stats.remote() for f in feeds]))
         cpu1 = _cpu_seconds(pids)
         elapsed = time.monotonic() - t0
+        sim_cpu = (_cpu_seconds(sim_pid) - sim0) / elapsed
     finally:
         run.shutdown()
     rate = (after - before) / elapsed
     cpu = (cpu1 - cpu0) / elapsed
-    return {"symbols": n_symbols, "feed_actors": len(feeds), "offered_updates_per_s": n_symbols * updates_per_s,
+    return {"symbols": n_symbols, "source": "replay over WebSocket" if replay else "built-in market in the feed actors",
+            "feed_actors": len(feeds), "offered_updates_per_s": n_symbols * updates_per_s,
             "book_updates_per_s": round(rate, 1), "feed_cpu_cores": round(cpu, 3),
             "cpu_us_per_update": round(cpu / rate * 1e6, 1) if rate else None,
-            "cpu_per_symbol_cores": round(cpu / n_symbols, 5)}
+            "cpu_per_symbol_cores": round(cpu / n_symbols, 5),
+            "venue_simulator_cpu_cores": round(sim_cpu, 3) if sim_pid else None}
 
 
 def multinode_tick_to_order(redis_url: str, tmp: str, seconds: float) -> dict[str, Any]:
@@ -204,14 +239,16 @@ def run(seconds: float = 8.0) -> dict[str, Any]:
                 print(f"tick-to-order {n:>3} symbols, {transport} transport: p50 {other.get('p50_us')} us  "
                       f"p99 {other.get('p99_us')} us, actors use {other['actors_cpu_cores']} cores "
                       f"({ratio:.2f}x the object_store p50)", flush=True)
-        for n in (1, 8, 32, 128):
-            t = throughput(n, redis.url, tmp, seconds, updates_per_s=50.0)
-            result["throughput"].append(t)
-            print(f"throughput {n:>3} symbols: {t['book_updates_per_s']:>8} updates/s of {t['offered_updates_per_s']} "
-                  f"offered, {t['cpu_us_per_update']} us CPU/update, {t['cpu_per_symbol_cores']} cores/symbol",
-                  flush=True)
-        per_update = [t["cpu_us_per_update"] for t in result["throughput"] if t["cpu_us_per_update"]]
-        result["cpu_per_update_growth"] = round(per_update[-1] / per_update[0], 2) if per_update else None
+        for replay, key in ((True, "throughput"), (False, "throughput_builtin_market")):
+            result[key] = []
+            for n in (1, 8, 32, 128):
+                t = throughput(n, redis.url, tmp, seconds, updates_per_s=50.0, replay=replay)
+                result[key].append(t)
+                print(f"{key} {n:>3} symbols: {t['book_updates_per_s']:>8} updates/s of {t['offered_updates_per_s']} "
+                      f"offered, {t['cpu_us_per_update']} us CPU/update, {t['cpu_per_symbol_cores']} cores/symbol",
+                      flush=True)
+            per_update = [t["cpu_us_per_update"] for t in result[key] if t["cpu_us_per_update"]]
+            result[f"{key}_cpu_per_update_growth"] = round(per_update[-1] / per_update[0], 2) if per_update else None
         ray.shutdown()
         mn = multinode_tick_to_order(redis.url, tmp, seconds)
         result["multinode_3_nodes_8_symbols"] = mn
