@@ -229,6 +229,10 @@ class FeedActor:
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
+    def is_running(self) -> bool:
+        """False until `start`: also what a feed actor Ray restarted after a crash answers (it has no subscribers)."""
+        return self.running
+
     def subscribe(self, name: str, handle: Any, symbols: list[str], inline: bool = False,
                   compiled: bool = False) -> None:
         """`inline`: books travel in the call itself (the paper gateway's matching), not through the object store.

@@ -114,6 +114,9 @@ class StrategyActor:
         self.loop = asyncio.get_event_loop()
         self.mailbox = SubscriberChannel(name=f"strategy:{name}")
         self.drain_task: asyncio.Task | None = None
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            # Restarted by Ray after a crash: nobody calls start_timer again, so start it here.
+            self.loop.call_soon(lambda: self.loop.create_task(self.start_timer()))
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()

@@ -100,7 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             if time.monotonic() >= next_check:
                 next_check += 2.0
                 for name in run.supervise():
-                    print(f"moved {name} off a lost node", flush=True)
+                    print(f"supervisor: {name} restored (moved off a lost node, or restarted and wired again)",
+                          flush=True)
             if time.monotonic() >= next_report:
                 next_report += 5.0
                 p = run.progress()

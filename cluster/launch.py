@@ -228,10 +228,11 @@ class ClusterRun:
         self.store.register_actor(RISK_NAME, json.dumps({"role": "risk", "node_id": self.plan.head_node}).encode())
 
     def supervise(self) -> list[str]:
-        """Move the feeds and strategies of nodes that died onto live nodes; they rebuild from Redis.
+        """Move the feeds and strategies of nodes that died onto live nodes (they rebuild from Redis), and wire
+        again the feed actors Ray restarted in place.
 
         Actors are pinned with hard node affinity, so Ray cannot restart them elsewhere on its own.
-        Returns the names of the actors that moved.
+        Returns the names of the actors that moved or were wired again.
         """
         if self.plan is None:
             return []
@@ -240,8 +241,9 @@ class ClusterRun:
         if self.plan.head_node not in alive:
             raise LaunchError("the head node (risk actor, gateways) is gone; the cluster cannot trade")
         lost_feeds = [g for g in self.plan.feeds if g.node_id not in alive]
+        restarted = self._rewire_restarted_feeds([g.name for g in self.plan.feeds if g.node_id in alive])
         if not lost_feeds:
-            return []
+            return restarted
         new_plan = replan_lost(self.plan, nodes, {s.symbol: s.weight for s in self.cfg.symbols})
         moved_strategies = [name for name, node in new_plan.strategies.items()
                             if node != self.plan.strategies.get(name) or node not in alive]
@@ -262,6 +264,26 @@ class ClusterRun:
         moved = [g.name for g in lost_feeds] + [f"strategy:{n}" for n in moved_strategies]
         log.warning("moved %s off lost nodes", moved)
         return moved
+
+    def _rewire_restarted_feeds(self, names: list[str]) -> list[str]:
+        """Feed actors Ray restarted in place (a crash) come back without subscribers and stopped: wire them again.
+
+        A feed that does not answer within the timeout is left for the next check.
+        """
+        refs = {name: self.feeds[name].is_running.remote() for name in names}
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=5.0)
+        restarted = []
+        for name, ref in refs.items():
+            if ref in ready:
+                try:
+                    if not ray.get(ref):
+                        restarted.append(name)
+                except Exception:  # dead or restarting: next time
+                    continue
+        if restarted:
+            log.warning("feed actors restarted by Ray: %s; subscribing and starting them again", restarted)
+            self._wire(feeds=restarted, strategies=[])
+        return restarted
 
     def all_actors(self) -> dict[str, Any]:
         out = {RISK_NAME: self.risk}
