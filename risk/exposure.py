@@ -13,9 +13,12 @@ entry changes, so a gross/net exposure check is O(1) whatever the number of symb
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from cluster.messages import Side
 
 CLUSTER = "*"
+_GROSS, _LONG, _SHORT = attrgetter("gross"), attrgetter("long"), attrgetter("short")
 
 
 class Entry:
@@ -45,10 +48,21 @@ class Bucket:
         e.gross, e.long, e.short = gr, lg, sh
 
     def resum(self) -> None:
-        """Re-add from the entries (clears rounding drift after a price change)."""
-        self.gross = sum(e.gross for e in self.entries.values())
-        self.long = sum(e.long for e in self.entries.values())
-        self.short = sum(e.short for e in self.entries.values())
+        """Re-add from the entries (clears rounding drift after a price change).
+
+        This runs on every mark of every symbol, so without a Python frame per entry: `sum` over
+        `map(attrgetter)` adds the same values in the same order as a generator would, and for the
+        usual single entry `0 + value` is exactly what `sum` returns.
+        """
+        entries = self.entries
+        if len(entries) == 1:
+            for e in entries.values():
+                self.gross, self.long, self.short = 0 + e.gross, 0 + e.long, 0 + e.short
+            return
+        values = entries.values()
+        self.gross = sum(map(_GROSS, values))
+        self.long = sum(map(_LONG, values))
+        self.short = sum(map(_SHORT, values))
 
 
 class ExposureBook:
@@ -85,36 +99,67 @@ class ExposureBook:
                                         for k in (CLUSTER, f"venue:{venue}", f"strategy:{strategy}")]
         return out
 
+    # add_position and add_open run on every fill and order; `Bucket.touch` is written out in them.
     def add_position(self, strategy: str, venue: str, symbol: str, signed_qty: float) -> None:
         price = self.prices.get(symbol, 0.0)
-        for b, e in self._entries(strategy, venue, symbol):
-            e.pos += signed_qty
-            b.touch(e, price)
+        pairs = self._triples.get((strategy, venue, symbol)) or self._entries(strategy, venue, symbol)
+        for b, e in pairs:
+            e.pos = pos = e.pos + signed_qty
+            lg = (pos + e.buys) * price
+            sh = (pos - e.sells) * price
+            x = -lg if lg < 0.0 else lg
+            y = -sh if sh < 0.0 else sh
+            gr = x if x > y else y
+            b.gross += gr - e.gross
+            b.long += lg - e.long
+            b.short += sh - e.short
+            e.gross, e.long, e.short = gr, lg, sh
 
     def add_open(self, strategy: str, venue: str, symbol: str, side: Side, qty: float) -> None:
         """Add (or with a negative qty, remove) open quantity of working orders."""
         price = self.prices.get(symbol, 0.0)
         buy = side is Side.BUY
-        for b, e in self._entries(strategy, venue, symbol):
+        pairs = self._triples.get((strategy, venue, symbol)) or self._entries(strategy, venue, symbol)
+        for b, e in pairs:
             if buy:
                 v = e.buys + qty
-                e.buys = v if v > 0.0 else 0.0
+                e.buys = buys = v if v > 0.0 else 0.0
+                sells = e.sells
             else:
                 v = e.sells + qty
-                e.sells = v if v > 0.0 else 0.0
-            b.touch(e, price)
+                e.sells = sells = v if v > 0.0 else 0.0
+                buys = e.buys
+            pos = e.pos
+            lg = (pos + buys) * price
+            sh = (pos - sells) * price
+            x = -lg if lg < 0.0 else lg
+            y = -sh if sh < 0.0 else sh
+            gr = x if x > y else y
+            b.gross += gr - e.gross
+            b.long += lg - e.long
+            b.short += sh - e.short
+            e.gross, e.long, e.short = gr, lg, sh
 
     def set_price(self, symbol: str, price: float) -> None:
-        if self.prices.get(symbol) == price:
+        """Revalue the symbol's entries at `price` and re-add each bucket holding one.
+
+        A bucket has at most one entry per symbol, so each bucket here is re-added once, and
+        re-adding overwrites the bucket's sums: only the entries' own values need updating first.
+        """
+        prices = self.prices
+        if prices.get(symbol) == price:
             return
-        self.prices[symbol] = price
-        touched = set()
+        prices[symbol] = price
         for b, e in self.by_symbol.get(symbol, ()):
-            b.touch(e, price)
-            touched.add(id(b))
-        for b in self.buckets.values():
-            if id(b) in touched:
-                b.resum()
+            pos = e.pos
+            lg = (pos + e.buys) * price
+            sh = (pos - e.sells) * price
+            a = -lg if lg < 0.0 else lg
+            c = -sh if sh < 0.0 else sh
+            e.gross = a if a > c else c
+            e.long = lg
+            e.short = sh
+            b.resum()
 
     def clear(self) -> None:
         prices = self.prices
