@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import warnings
 from typing import Any
 
 import msgspec
@@ -86,6 +87,13 @@ class StrategyHost:
                             ts_ns=time.time_ns())
 
 
+def _was_restarted() -> bool:
+    """This actor is Ray's restart of a crashed one (Ray 2.60's property warns about its own internals)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+
+
 def _triggered_by(intent: OrderIntent, ts_ns: int) -> OrderIntent:
     if intent.trigger_ts_ns or not ts_ns:
         return intent
@@ -114,7 +122,7 @@ class StrategyActor:
         self.loop = asyncio.get_event_loop()
         self.mailbox = SubscriberChannel(name=f"strategy:{name}")
         self.drain_task: asyncio.Task | None = None
-        if ray.get_runtime_context().was_current_actor_reconstructed:
+        if _was_restarted():
             # Restarted by Ray after a crash: nobody calls start_timer again, so start it here.
             self.loop.call_soon(lambda: self.loop.create_task(self.start_timer()))
 
