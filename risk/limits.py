@@ -274,30 +274,14 @@ def window_spans(w: ScheduleWindow) -> list[Span]:
 def weekly_spans(w: ScheduleWindow) -> list[tuple[int, int]]:
     """A window of fixed times as [start, end) minute-of-week spans (Monday 00:00 = 0); a span may wrap past
     Sunday. Windows with sun events have no fixed spans (see `window_spans`)."""
-    sday, smin = _parse_time(w.start)
-    eday, emin = _parse_time(w.end)
-    if not isinstance(smin, int) or not isinstance(emin, int):
+    if uses_sun(w):
         raise ValueError("a window with sunrise/sunset has no fixed weekly spans")
-    week = 7 * 1440
-    if sday is not None or eday is not None:
-        if sday is None or eday is None or w.days:
-            raise ValueError("a weekly span needs a day in both start and end, and no `days`")
-        s, e = sday * 1440 + smin, eday * 1440 + emin
-        if s == e:
-            raise ValueError("start and end are the same time")
-        return [(s, e if e > s else e + week)]
-    if not w.days:
-        raise ValueError("give `days` (e.g. [mon, tue, wed, thu, fri]) or days in start and end")
-    for d in w.days:
-        if d not in DAYS:
-            raise ValueError(f"unknown day {d!r}; use {', '.join(DAYS)}")
-    if smin == emin:
-        raise ValueError("start and end are the same time")
     out = []
-    for d in w.days:
-        s = DAYS.index(d) * 1440 + smin
-        e = DAYS.index(d) * 1440 + emin
-        out.append((s, e if e > s else e + 1440))
+    for sp in window_spans(w):  # validates the window
+        assert isinstance(sp.start, int) and isinstance(sp.end, int)
+        s = sp.day * 1440 + sp.start
+        e = (sp.day + sp.end_days) * 1440 + sp.end
+        out.append((s, e if e > s else e + sp.wrap_days * 1440))
     return out
 
 
