@@ -202,8 +202,6 @@ class StrategyActor:
         try:
             if self.risk is None:
                 self.risk = ray.get_actor(self.risk_name)
-            if len(intents) == 1:
-                return [await asyncio.wait_for(self.risk.submit.remote(intents[0]), RISK_TIMEOUT_S)]
             decisions = await asyncio.wait_for(self.risk.submit_batch.remote(intents), RISK_TIMEOUT_S)
             if len(decisions) != len(intents):
                 raise RuntimeError(f"risk answered {len(decisions)} of {len(intents)} intents")
