@@ -2,7 +2,8 @@
 
 - tick-to-order: a market message reaching its feed actor -> the approved order reaching the gateway,
   through the real path (feed -> strategy -> risk -> gateway), at 1, 8 and 32 symbols with 100 updates/s
-  each, and in the same run a plain three-hop Ray actor chain passing the same messages;
+  each, and in the same run a plain three-hop Ray actor chain passing the same messages, and the same
+  chain as a Ray Compiled Graph (the floor of each transport on this machine);
 - throughput: book updates per second processed as symbols grow, and CPU per symbol;
 - the tick-to-order figures again with the symbols spread over 3 simulated nodes.
 """
@@ -137,6 +138,67 @@ def three_hop_baseline(rate_per_s: float, seconds: float) -> dict[str, Any]:
     return percentiles_us(samples)
 
 
+@ray.remote(num_cpus=0)
+class CompiledHop:
+    """One hop of the compiled baseline chain: pass the message on, or record its age at the last hop."""
+
+    def __init__(self) -> None:
+        self.samples: list[int] = []
+
+    def forward(self, msg: dict) -> dict:
+        return msg
+
+    def last(self, msg: dict) -> int:
+        self.samples.append(time.time_ns() - msg["ts"])
+        return 0
+
+    def take(self) -> list[int]:
+        out, self.samples = self.samples, []
+        return out
+
+
+def three_hop_compiled_baseline(rate_per_s: float, seconds: float) -> dict[str, Any]:
+    """The three-hop chain as a Ray Compiled Graph: the fastest hop Ray has, and what it costs.
+
+    `idle_cpu_cores`: what the chain's three processes use while no message is sent (a graph
+    member's reader waits by spinning in Ray 2.60); `cpu_cores`: what they use while passing messages.
+    """
+    from ray.dag import InputNode
+
+    hops = [CompiledHop.remote() for _ in range(3)]
+    pids = _pids(hops)
+    try:
+        with InputNode() as inp:
+            dag = hops[2].last.bind(hops[1].forward.bind(hops[0].forward.bind(inp)))
+        graph = dag.experimental_compile()
+    except Exception as exc:  # not every Ray build supports compiled graphs here
+        for h in hops:
+            ray.kill(h)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    book = {"bids": [[100.0 - i, 1.0] for i in range(10)], "asks": [[101.0 + i, 1.0] for i in range(10)]}
+    try:
+        ray.get(graph.execute({**book, "ts": time.time_ns()}))
+        cpu0, t0 = _cpu_seconds(pids), time.monotonic()
+        time.sleep(2.0)
+        idle = (_cpu_seconds(pids) - cpu0) / (time.monotonic() - t0)
+        interval = 1.0 / max(rate_per_s, 1.0)
+        end = time.monotonic() + seconds
+        cpu0, t0 = _cpu_seconds(pids), time.monotonic()
+        while time.monotonic() < end:
+            ray.get(graph.execute({**book, "ts": time.time_ns()}))
+            time.sleep(interval)
+        busy = (_cpu_seconds(pids) - cpu0) / (time.monotonic() - t0)
+    finally:
+        graph.teardown()
+    samples = ray.get(hops[2].take.remote())[1:]
+    for h in hops:
+        ray.kill(h)
+    out: dict[str, Any] = percentiles_us(samples) if samples else {"n": 0}
+    out["idle_cpu_cores"] = round(idle, 3)
+    out["cpu_cores"] = round(busy, 3)
+    return out
+
+
 def make_recording(n_symbols: int, updates_per_s: float, seconds: float, path: Path) -> Path:
     """The built-in market of `n_symbols` as a raw recording (what `feeds.record.raw` writes), made before timing.
 
@@ -216,20 +278,24 @@ def run(seconds: float = 8.0) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="rsc-bench-")
     redis = EmbeddedRedis(Path(tmp) / "redis")
     redis.start()
-    result: dict[str, Any] = {"tick_to_order": {}, "baseline_three_hop": {}, "throughput": [],
+    result: dict[str, Any] = {"tick_to_order": {}, "baseline_three_hop": {}, "baseline_three_hop_compiled": {},
+                              "throughput": [],
                               "target": {"tick_to_order_8_symbols": {"p50_us": 1500, "p99_us": 5000}}}
     try:
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", namespace="rsc-bench")
         for n in (1, 8, 32):
             r = tick_to_order(n, redis.url, tmp, seconds)
             base = three_hop_baseline(r.get("orders_per_s", 10.0), seconds)
+            comp = three_hop_compiled_baseline(r.get("orders_per_s", 10.0), seconds)
             result["tick_to_order"][str(n)] = r
             result["baseline_three_hop"][str(n)] = base
+            result["baseline_three_hop_compiled"][str(n)] = comp
             ratio = r.get("p50_us", math.nan) / base["p50_us"] if base.get("p50_us") else math.nan
             print(f"tick-to-order {n:>3} symbols: p50 {r.get('p50_us')} us  p99 {r.get('p99_us')} us  "
                   f"p99.9 {r.get('p999_us')} us  ({r['orders_per_s']} orders/s, actors use {r['actors_cpu_cores']} "
                   f"cores); three-hop chain p50 "
-                  f"{base['p50_us']} us -> ratio {ratio:.2f}", flush=True)
+                  f"{base['p50_us']} us -> ratio {ratio:.2f}; compiled three-hop chain p50 {comp.get('p50_us')} us, "
+                  f"{comp.get('idle_cpu_cores')} cores while idle", flush=True)
         # The default transport is `object_store`; the other two at 1 and 8 symbols, in the same run.
         for transport in ("compiled", "inline"):
             for n in (1, 8):
