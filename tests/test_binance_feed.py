@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from gateways.binance.depth_sync import SyncState
-from gateways.binance.feed import Backoff, BinanceFeed
+from gateways.binance.feed import Backoff, BinanceFeed, is_server_shutdown
 from gateways.binance.market_handler import BinanceMarketHandler
 from gateways.venue_sim.exchange import FaultPlan
 from gateways.venue_sim.server import start_server
@@ -146,6 +146,49 @@ def test_the_old_connection_is_closed_only_after_the_switch():
     assert feed.counters["disconnects"] == 0
     assert all(handler.symbols[s].stats()["resyncs"] == 0 and handler.symbols[s].stats()["snapshots"] == 1
                for s in NAMES)
+
+
+def test_a_server_shutdown_notice_switches_connections_before_the_venue_closes_the_old_one():
+    """Binance sends `serverShutdown` before maintenance: the feed moves to a new connection at once,
+    make-before-break, long before its 24-hour limit, and the venue's close then costs nothing."""
+
+    async def go():
+        async with running_sim(updates_per_second=50) as (ex, http, ws):
+            market = next(fn.__self__ for fn in ex.listeners if type(fn.__self__).__name__ == "BinanceMarketSim")
+            handler = BinanceMarketHandler("paper", NAMES, book_depth=5)
+            feed = BinanceFeed(handler, http, ws, backoff=Backoff(base_s=0.02, cap_s=0.2, rng=random.Random(1)),
+                               handover_overlap_s=0.2)
+            task = asyncio.get_running_loop().create_task(feed.run())
+            await wait_until(lambda: all(handler.symbols[s].sync.state is SyncState.SYNCED for s in NAMES), 10,
+                             "sync")
+            assert market.announce_shutdown(close_after_s=2.0) == 1
+            await wait_until(lambda: feed.counters["handovers"] == 1 and len(market.conns) == 1, 5, "the switch")
+            await asyncio.sleep(2.2)  # past the venue's close of the old connection
+            before = sum(handler.symbols[s].stats()["applied"] for s in NAMES)
+            await wait_until(lambda: sum(handler.symbols[s].stats()["applied"] for s in NAMES) > before + 5, 5,
+                             "data on the new connection")
+            await feed.stop()
+            await asyncio.wait_for(task, 5)
+            return handler, feed, market
+
+    handler, feed, market = asyncio.run(go())
+    assert feed.counters["shutdown_notices"] == 1 and feed.counters["age_reconnects"] == 1
+    assert feed.counters["disconnects"] == 0 and feed.counters["connects"] == 2
+    assert market.peak_connections == 2
+    for s in NAMES:
+        st = handler.symbols[s].stats()
+        assert st["resyncs"] == 0 and st["snapshots"] == 1 and st["gaps"] == 0, st
+    assert not handler.errors.counts  # the notice is not market data: never reported as a bad message
+
+
+def test_server_shutdown_notices_are_recognised_in_every_documented_shape():
+    assert is_server_shutdown(b'{"e": "serverShutdown", "E": 1770123456789}')
+    assert is_server_shutdown('{"event": {"e": "serverShutdown", "E": 1770123456789}}')
+    assert is_server_shutdown('{"stream": "x", "data": {"e": "serverShutdown", "E": 1}}')
+    assert not is_server_shutdown(b'{"stream": "btcusdt@trade", "data": {"e": "trade", "s": "BTCUSDT"}}')
+    assert not is_server_shutdown(b'{"e": "trade", "note": "serverShutdown"}')
+    assert not is_server_shutdown(b'serverShutdown not json')
+    assert not is_server_shutdown(b'["serverShutdown"]')
 
 
 def test_answers_server_pings():

@@ -17,6 +17,7 @@ WebSocket documentation:
   the book's update id + 1, its first trade id <= the last trade id + 1) and the two have overlapped
   `handover_overlap_s`, hands the book the new connection's messages it has not seen yet (older
   ones are dropped), then closes the old one: the books stay synced and no message is missed;
+- on the venue's `serverShutdown` notice, makes the same make-before-break switch at once;
 - raises a stale-feed alarm (book flagged stale) when a symbol has been silent `stale_after_s`,
   and reconnects when the whole connection has been silent `idle_timeout_s`.
 
@@ -87,6 +88,31 @@ _envelope = msgspec.json.Decoder(_Envelope)
 _ids = msgspec.json.Decoder(_Ids)
 
 
+class _ShutdownEvent(msgspec.Struct):
+    e: str = ""
+
+
+class _ShutdownNotice(msgspec.Struct):
+    e: str = ""
+    event: _ShutdownEvent | None = None
+    data: _ShutdownEvent | None = None
+
+
+_shutdown_notice = msgspec.json.Decoder(_ShutdownNotice)
+
+
+def is_server_shutdown(raw: bytes | str) -> bool:
+    """Binance's `serverShutdown` event, bare (`{"e": "serverShutdown", ...}`), as the WebSocket API wraps it
+    (`{"event": {...}}`) or in a combined-stream envelope (`{"stream": ..., "data": {...}}`)."""
+    if (b"serverShutdown" if isinstance(raw, bytes) else "serverShutdown") not in raw:
+        return False  # market data: one substring test, no parse
+    try:
+        msg = _shutdown_notice.decode(raw)
+    except msgspec.DecodeError:
+        return False
+    return "serverShutdown" in (msg.e, msg.event.e if msg.event else "", msg.data.e if msg.data else "")
+
+
 def _event_ids(raw: bytes | str) -> _Ids | None:
     """The ids of a combined-stream depth or trade message; None for anything else (or garbage)."""
     try:
@@ -119,7 +145,7 @@ class BinanceFeed:
         self.handover_timeout_s = handover_timeout_s
         self.counters = dict.fromkeys(("connects", "disconnects", "age_reconnects", "idle_reconnects",
                                        "snapshot_errors", "rate_limited", "messages", "handovers",
-                                       "handover_failures", "handover_overlap_dropped"), 0)
+                                       "handover_failures", "handover_overlap_dropped", "shutdown_notices"), 0)
         self.connected = False
         self._running = False
         self._session: aiohttp.ClientSession | None = None
@@ -172,6 +198,9 @@ class BinanceFeed:
         return ws
 
     def _on_frame(self, data: bytes | str, recv_ns: int) -> None:
+        if is_server_shutdown(data):  # read during a handover: the switch is already under way
+            self.counters["shutdown_notices"] += 1
+            return
         if self.recorder is not None:
             self.recorder.record("ws", data, recv_ns)
         self.counters["messages"] += 1
@@ -216,6 +245,12 @@ class BinanceFeed:
                     log.warning("binance feed: no message for %.0f s; reconnecting", self.idle_timeout_s)
                     return
                 if msg.type == aiohttp.WSMsgType.TEXT or msg.type == aiohttp.WSMsgType.BINARY:
+                    if is_server_shutdown(msg.data):
+                        # The venue will drop this connection soon: switch now, make-before-break.
+                        self.counters["shutdown_notices"] += 1
+                        log.info("binance feed: the venue announced a server shutdown; switching connections")
+                        opened, retry_at = time.monotonic() - self.max_connection_age_s, 0.0
+                        continue
                     if self._overlap is None or not self._already_have(msg.data):
                         self._on_frame(msg.data, time.time_ns())
                     if not got_message:

@@ -136,6 +136,17 @@ class BinanceMarketSim:
         """The longest outgoing queue (a full-speed replay waits while it is long)."""
         return max((c.stream.queue.qsize() for c in self.conns), default=0)
 
+    def announce_shutdown(self, close_after_s: float) -> int:
+        """Like Binance before maintenance: send `serverShutdown` on every open connection, close them
+        `close_after_s` later (new connections are served as usual). Returns how many were told."""
+        loop = asyncio.get_running_loop()
+        notice = _encode({"e": "serverShutdown", "E": int(time.time() * 1000)})
+        told = list(self.conns)
+        for conn in told:
+            loop.create_task(conn.stream.send_now(notice))
+            loop.call_later(close_after_s, lambda ws=conn.stream.ws: asyncio.ensure_future(ws.close()))
+        return len(told)
+
     # ------------------------------------------------------------------ fan-out
 
     def on_tick(self, symbol: str, msgs: list[bytes]) -> None:
