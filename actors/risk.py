@@ -701,7 +701,9 @@ class RiskActor:
                 await self._read_controls()
                 self._after_evaluate(self.service.evaluate())
                 eng = self.service.engine
-                self.metrics.state(eng.kill_switches, len(eng.reservations), {s: v[0] for s, v in eng.marks.items()})
+                svc = self.service
+                self.metrics.state(eng.kill_switches, len(eng.reservations), {s: v[0] for s, v in eng.marks.items()},
+                                   pending_writes=len(svc.pending), dropped_writes=svc.dropped_writes)
             except redis.RedisError as exc:
                 log.warning("risk: cannot read risk controls: %s", exc)
             except Exception:

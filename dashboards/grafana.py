@@ -188,6 +188,8 @@ def build_dashboards() -> list[Dashboard]:
               unit="ops"),
         Panel("Kill switches", [(f"max by (scope) ({q('kill_switch')})", "{{scope}}")], "stat", w=6),
         Panel("Reservations", [(f"sum({q('risk_reservations')})", "reservations")], "stat", w=6),
+        Panel("Risk writes to Redis: queued / dropped audit entries",
+              [(f"sum({q('risk_pending_writes')})", "queued"), (f"sum({q('risk_dropped_writes')})", "dropped")]),
         Panel("Risk check p50 / p99", [(p99("risk_check_seconds", "action", quantile=0.5), "p50 {{action}}"),
                                        (p99("risk_check_seconds", "action"), "p99 {{action}}")], unit="s"),
         Panel("Marks", [(f"max by (symbol) ({q('mark_price')})", "{{symbol}}")]),

@@ -86,6 +86,9 @@ _SPECS = [
           boundaries=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 2.5)),
     _spec("kill_switch", "gauge", "1 while a kill switch is on", "scope"),
     _spec("risk_reservations", "gauge", "Open order reservations held by risk"),
+    _spec("risk_pending_writes", "gauge", "Risk's audit and state writes queued for Redis (grows while Redis is away)"),
+    _spec("risk_dropped_writes", "gauge",
+          "Audit entries risk dropped since it started because its write queue was full (trading state never is)"),
     _spec("mark_price", "gauge", "Reference price risk uses", "symbol"),
     # gateways, orders and positions
     _spec("orders", "counter", "Order state changes by resulting state", "venue", "strategy", "symbol", "state"),
@@ -362,12 +365,15 @@ class RiskMetrics:
         self.rec.observe("rsc_risk_check_seconds", seconds, d.action.value)
         self.rec.maybe_flush()
 
-    def state(self, kill_switches: Iterable[str], reservations: int, marks: Mapping[str, float]) -> None:
+    def state(self, kill_switches: Iterable[str], reservations: int, marks: Mapping[str, float],
+              pending_writes: int = 0, dropped_writes: int = 0) -> None:
         current = set(kill_switches)
         for scope in self._scopes | current | {"global"}:
             self.rec.set("rsc_kill_switch", 1.0 if scope in current else 0.0, scope)
         self._scopes |= current
         self.rec.set("rsc_risk_reservations", float(reservations))
+        self.rec.set("rsc_risk_pending_writes", float(pending_writes))
+        self.rec.set("rsc_risk_dropped_writes", float(dropped_writes))
         for sym, px in marks.items():
             self.rec.set("rsc_mark_price", px, sym)
         self.rec.maybe_flush()

@@ -114,8 +114,9 @@ def test_risk_decisions_and_kill_switch_gauges(rec) -> None:
                      action=IntentAction.NEW)
     m.on_decision(d, 0.0002)
     m.state({"global"}, reservations=4, marks={"ETHUSDT": 3000.0})
-    m.state(set(), reservations=0, marks={})
+    m.state(set(), reservations=0, marks={}, pending_writes=12, dropped_writes=3)
     r.flush()
+    assert sink.value("risk_pending_writes") == 12.0 and sink.value("risk_dropped_writes") == 3.0
     assert sink.value("risk_decisions", reason="kill_switch", strategy="mm") == 1
     assert sink.value("kill_switch", scope="global") == 0.0  # switched off again
     assert sink.value("risk_reservations") == 0.0 and sink.value("mark_price", symbol="ETHUSDT") == 3000.0
