@@ -38,34 +38,44 @@ class Portfolio:
 
     def apply_fill(self, fill: Fill) -> Position:
         """Book one fill and return a snapshot of the position it produced (safe to keep or send)."""
-        if not fill.qty > 0.0:
-            raise ValueError(f"fill {fill.trade_id}: quantity {fill.qty!r} must be positive")
-        key = (fill.strategy, fill.symbol)
+        return msgspec.structs.replace(self.record_fill(fill))
+
+    def record_fill(self, fill: Fill) -> Position:
+        """Book one fill; return the live position, which the next fill changes (`apply_fill` copies it).
+
+        For callers that keep no snapshot (risk's loss monitor, backtests): one copy less per fill.
+        """
+        qty = fill.qty
+        if not qty > 0.0:
+            raise ValueError(f"fill {fill.trade_id}: quantity {qty!r} must be positive")
+        symbol = fill.symbol
+        price = fill.price
+        key = (fill.strategy, symbol)
         pos = self._positions.get(key)
         if pos is None:
-            pos = self._positions[key] = Position(strategy=fill.strategy, venue=fill.venue, symbol=fill.symbol)
-        signed = fill.side.sign * fill.qty
+            pos = self._positions[key] = Position(strategy=fill.strategy, venue=fill.venue, symbol=symbol)
+        signed = fill.side.sign * qty
         old = pos.qty
         new = old + signed
-        if abs(new) <= ZERO_TOLERANCE * max(abs(old), fill.qty):
+        if abs(new) <= ZERO_TOLERANCE * max(abs(old), qty):
             new = 0.0
         if old == 0.0 or (old > 0.0) == (signed > 0.0):
-            pos.avg_price = (abs(old) * pos.avg_price + fill.qty * fill.price) / abs(new)
+            pos.avg_price = (abs(old) * pos.avg_price + qty * price) / abs(new)
         else:
-            closed = min(fill.qty, abs(old))
-            pos.realized_pnl += closed * (fill.price - pos.avg_price) * (1.0 if old > 0.0 else -1.0)
+            closed = min(qty, abs(old))
+            pos.realized_pnl += closed * (price - pos.avg_price) * (1.0 if old > 0.0 else -1.0)
             if new == 0.0:
                 pos.avg_price = 0.0
             elif (new > 0.0) != (old > 0.0):
-                pos.avg_price = fill.price
+                pos.avg_price = price
         pos.qty = new
         pos.fees += fill.fee
-        pos.volume += fill.price * fill.qty
+        pos.volume += price * qty
         pos.fills += 1
-        net = abs(self.net_qty(fill.symbol))
-        if net > self._max_abs.get(fill.symbol, 0.0):
-            self._max_abs[fill.symbol] = net
-        return msgspec.structs.replace(pos)
+        net = abs(self.net_qty(symbol))
+        if net > self._max_abs.get(symbol, 0.0):
+            self._max_abs[symbol] = net
+        return pos
 
     def load(self, positions: Iterable[Position], max_abs: dict[str, float] | None = None) -> None:
         """Replace every position with stored ones (a restarted gateway rebuilding from Redis).
@@ -88,6 +98,10 @@ class Portfolio:
 
     def positions(self) -> list[Position]:
         return [msgspec.structs.replace(p) for p in self._positions.values()]
+
+    def live_positions(self) -> Iterable[Position]:
+        """The positions themselves, not snapshots: to read at once, without a copy each (backtest sampling)."""
+        return self._positions.values()
 
     def net_qty(self, symbol: str) -> float:
         """Net quantity of `symbol` over every strategy."""

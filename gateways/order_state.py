@@ -109,6 +109,11 @@ _EVENT_FOR_STATUS: dict[OrderStatus, OrderEvent] = {
 }
 
 
+# Module names for what the order path reads on every order: in Python 3.11 `OrderEvent.FILL` costs a metaclass lookup.
+_SUBMIT, _FILL, _PARTIAL_FILL = OrderEvent.SUBMIT, OrderEvent.FILL, OrderEvent.PARTIAL_FILL
+_NEW, _PARTIALLY_FILLED = OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED
+
+
 class InvalidTransition(Exception):
     """An event the order's current state does not allow; the order is left unchanged."""
 
@@ -135,20 +140,25 @@ class OrderStateMachine:
 
     def transition(self, order: Order, event: OrderEvent, reason: str = "") -> Order:
         """Return `order` moved by `event`, stamped with the time; raise `InvalidTransition` if not allowed."""
+        target = self._target(order, event)
+        if reason:
+            return msgspec.structs.replace(order, status=target, updated_ts_ns=now_ns(), reason=reason)
+        return msgspec.structs.replace(order, status=target, updated_ts_ns=now_ns())
+
+    @staticmethod
+    def _target(order: Order, event: OrderEvent) -> OrderStatus:
+        """The status `event` moves `order` to; raise `InvalidTransition` if not allowed."""
         target = TRANSITIONS.get((order.status, event))
         if target is None:
             detail = "order is terminal" if order.status.is_terminal else ""
             raise InvalidTransition(order.client_order_id, order.status, event, detail)
-        if event is OrderEvent.SUBMIT and (order.filled_qty != 0.0 or order.venue_order_id is not None):
+        if event is _SUBMIT and (order.filled_qty != 0.0 or order.venue_order_id is not None):
             raise InvalidTransition(order.client_order_id, order.status, event,
                                     "only a fresh order can be submitted")
-        if target is OrderStatus.NEW and order.filled_qty > 0.0:
+        if target is _NEW and order.filled_qty > 0.0:
             # An UNKNOWN order the venue reports as open, but we already hold fills for.
-            target = OrderStatus.PARTIALLY_FILLED
-        changes: dict[str, object] = {"status": target, "updated_ts_ns": now_ns()}
-        if reason:
-            changes["reason"] = reason
-        return msgspec.structs.replace(order, **changes)
+            target = _PARTIALLY_FILLED
+        return target
 
     def apply_fill(self, order: Order, fill: Fill, venue_done: bool = False) -> Order:
         """Add `fill` to the order's filled quantity and average price, then move it to PARTIALLY_FILLED or FILLED.
@@ -165,19 +175,22 @@ class OrderStateMachine:
                                     f"fill quantity {fill.qty!r} is not positive")
         filled = order.filled_qty + fill.qty
         avg = (order.avg_fill_price * order.filled_qty + fill.price * fill.qty) / filled
+        # One replace with the transition's fields (status, time) and the fill's: what `transition` then a
+        # second replace would give, for one copy of the order (this runs on every fill).
         if order.notional is not None:
-            moved = self.transition(order, OrderEvent.FILL if venue_done else OrderEvent.PARTIAL_FILL)
+            target = self._target(order, _FILL if venue_done else _PARTIAL_FILL)
             qty = filled if venue_done else max(order.qty, filled)
-            return msgspec.structs.replace(moved, qty=qty, filled_qty=filled, avg_fill_price=avg)
+            return msgspec.structs.replace(order, status=target, updated_ts_ns=now_ns(), qty=qty, filled_qty=filled,
+                                           avg_fill_price=avg)
         tol = FILL_TOLERANCE * abs(order.qty)
         remaining = order.qty - order.filled_qty
         if fill.qty > remaining + tol:
             raise InvalidTransition(order.client_order_id, order.status, OrderEvent.FILL,
                                     f"overfill: fill {fill.qty!r} > remaining {remaining!r}")
         complete = fill.qty >= remaining - tol
-        event = OrderEvent.FILL if complete else OrderEvent.PARTIAL_FILL
-        moved = self.transition(order, event)
-        return msgspec.structs.replace(moved, filled_qty=order.qty if complete else filled, avg_fill_price=avg)
+        target = self._target(order, _FILL if complete else _PARTIAL_FILL)
+        return msgspec.structs.replace(order, status=target, updated_ts_ns=now_ns(),
+                                       filled_qty=order.qty if complete else filled, avg_fill_price=avg)
 
     def complete_notional(self, order: Order) -> Order:
         """The venue says a notional order is filled and we hold all its fills: its quantity is what was filled."""

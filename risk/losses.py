@@ -52,9 +52,11 @@ class AtrTracker:
             if bar is not None:
                 self._close(symbol, bar)
             self.bars[symbol] = [idx, price, price, price, price]
-        elif idx == bar[0]:
-            bar[2] = max(bar[2], price)
-            bar[3] = min(bar[3], price)
+        elif idx == bar[0]:  # high = max(high, price), low = min(low, price), without two calls per mark
+            if price > bar[2]:
+                bar[2] = price
+            if price < bar[3]:
+                bar[3] = price
             bar[4] = price
 
     def _close(self, symbol: str, bar: list[float]) -> None:
@@ -102,7 +104,7 @@ class LossMonitor:
 
     # -- inputs --------------------------------------------------------------------------------------
     def on_fill(self, fill: Fill) -> None:
-        self.portfolio.apply_fill(fill)
+        self.portfolio.record_fill(fill)
 
     def set_mark(self, symbol: str, price: float, ts_ns: int) -> None:
         self.portfolio.set_mark(symbol, price)

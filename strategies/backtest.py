@@ -50,6 +50,7 @@ from strategies.base import Strategy
 
 SECONDS_PER_YEAR = 365.0 * 24.0 * 3600.0
 ALL = "ALL"
+_NEW = IntentAction.NEW  # a module name: in Python 3.11 `IntentAction.NEW` costs a metaclass lookup (~0.2 us)
 # Fields of the per-position rows `_sample` sums: (strategy, realized, fees, unrealized, gross notional).
 _REALIZED, _FEES, _UNREALIZED, _GROSS = (itemgetter(i) for i in range(1, 5))
 
@@ -312,35 +313,40 @@ class BacktestEngine:
         risk = self.risk
         set_mark = self.portfolio.set_mark
         for sym, book in self.mark_books.items():
-            mid, ts = _mark(book)
+            mid = (book.bids[0][0] + book.asks[0][0]) / 2.0  # `_mark`, inlined: this runs every sample
             set_mark(sym, mid)
             if risk is not None:
-                risk.set_mark(sym, mid, ts)
+                risk.set_mark(sym, mid, book.receive_ts_ns or book.exchange_ts_ns)
 
     # -- orders -----------------------------------------------------------------------------------
+    # Enum values below are read as `_value_` (the member's value, as the enum docs name it): the `value`
+    # property costs ~0.3 us per read in Python 3.11, and these rows are built for every decision and fill.
     def _submit(self, strategy: Strategy, intents: list[OrderIntent]) -> None:
+        risk = self.risk
         for intent in intents:
             ts = self.now
             decision = self._check(intent, ts)
+            approved = decision.approved
             order: Order | None = None
-            if decision.approved and intent.action is IntentAction.NEW:
+            action = intent.action
+            if approved and action is _NEW:
                 self.n_orders += 1
                 coid = f"bt-{self.n_orders}"
                 order = Order(client_order_id=coid, strategy=intent.strategy, venue=intent.venue, symbol=intent.symbol,
                               side=intent.side, qty=intent.qty, order_type=intent.order_type, price=intent.price,
                               tif=intent.tif, created_ts_ns=ts)
-                if self.risk is not None:
-                    self.risk.reserve(order)
+                if risk is not None:
+                    risk.reserve(order)
                 self.owner[coid] = strategy
                 self.open.add(coid)
                 decision = msgspec.structs.replace(decision, client_order_id=coid)
-            elif decision.approved:
+            elif approved:
                 decision = msgspec.structs.replace(decision, client_order_id=intent.target_client_order_id)
-            self._decisions.append((ts, intent.strategy, intent.symbol, intent.action.value, intent.side.value,
-                                    intent.qty, intent.price, intent.tif.value, decision.approved,
-                                    decision.reason.value, decision.client_order_id or "", intent.tag))
+            self._decisions.append((ts, intent.strategy, intent.symbol, action._value_, intent.side._value_,
+                                    intent.qty, intent.price, intent.tif._value_, approved,
+                                    decision.reason._value_, decision.client_order_id or "", intent.tag))
             strategy.handle_decision(decision, intent)
-            if not decision.approved:
+            if not approved:
                 continue
             self.n_pending += 1
             p = _Pending(ts + self.latency_ns[intent.venue], self.n_pending, order=order, venue=intent.venue,
@@ -351,12 +357,13 @@ class BacktestEngine:
                 heapq.heappush(self.pending, p)
 
     def _check(self, intent: OrderIntent, ts: int) -> RiskDecision:
-        if self.risk is not None:
+        risk = self.risk
+        if risk is not None:
             book = self.mark_books.get(intent.symbol)
-            if book is not None:
-                mid, mark_ts = _mark(book)
-                self.risk.set_mark(intent.symbol, mid, mark_ts)
-            return self.risk.check(intent, ts)
+            if book is not None:  # `_mark`, inlined: this runs on every intent
+                risk.set_mark(intent.symbol, (book.bids[0][0] + book.asks[0][0]) / 2.0,
+                              book.receive_ts_ns or book.exchange_ts_ns)
+            return risk.check(intent, ts)
         ok = intent.action is IntentAction.NEW or intent.target_client_order_id in self.open
         return RiskDecision(approved=ok, reason=RejectReason.NONE if ok else RejectReason.UNKNOWN_ORDER,
                             strategy=intent.strategy, venue=intent.venue, symbol=intent.symbol, action=intent.action,
@@ -378,17 +385,19 @@ class BacktestEngine:
             self._dispatch(venue.cancel(p.cancel_coid))
 
     def _dispatch(self, reports: list[ExecutionReport]) -> None:
+        risk = self.risk
+        owner = self.owner
         for r in reports:
-            strategy = self.owner.get(r.client_order_id)
+            strategy = owner.get(r.client_order_id)
             if strategy is None or not r.strategy:
                 continue  # a cancel that lost the race with a fill: the order's own report already went out
-            if self.risk is not None:
-                self.risk.on_report(r)
-            if r.fill is not None:
-                f = r.fill
-                self.portfolio.apply_fill(f)
-                self._fills.append((self.now, f.strategy, f.venue, f.symbol, f.side.value, f.price, f.qty, f.fee,
-                                    f.liquidity.value, f.client_order_id, f.trade_id))
+            if risk is not None:
+                risk.on_report(r)
+            f = r.fill
+            if f is not None:
+                self.portfolio.record_fill(f)
+                self._fills.append((self.now, f.strategy, f.venue, f.symbol, f.side._value_, f.price, f.qty, f.fee,
+                                    f.liquidity._value_, f.client_order_id, f.trade_id))
             if r.status.is_terminal:
                 self.open.discard(r.client_order_id)
                 resting = self.resting.get(r.symbol)
@@ -406,7 +415,7 @@ class BacktestEngine:
         pf = self.portfolio
         mark = pf.mark
         rows = []
-        for p in pf.positions():
+        for p in pf.live_positions():
             m = mark(p.symbol)
             rows.append((p.strategy, p.realized_pnl, p.fees, p.unrealized(m), abs(p.qty) * (m or p.avg_price)))
         append = self._equity.append
