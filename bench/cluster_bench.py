@@ -193,6 +193,9 @@ def three_hop_compiled_baseline(rate_per_s: float, seconds: float) -> dict[str, 
     samples = ray.get(hops[2].take.remote())[1:]
     for h in hops:
         ray.kill(h)
+    deadline = time.monotonic() + 10.0  # the readers spin until their process ends: wait, or the next run pays
+    while any(psutil.pid_exists(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
     out: dict[str, Any] = percentiles_us(samples) if samples else {"n": 0}
     out["idle_cpu_cores"] = round(idle, 3)
     out["cpu_cores"] = round(busy, 3)
