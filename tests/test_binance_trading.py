@@ -22,6 +22,7 @@ from cluster.config import MarketSection, SymbolSection, VenueSection
 from cluster.messages import Order, OrderStatus, OrderType, Side, TimeInForce
 from cluster.state_store import StateStore
 from gateways.binance.trading import BinanceAdapter, BinanceRest
+from gateways.binance.user_stream import BinanceUserStream, ws_api_url
 from gateways.secrets import Credentials
 from gateways.venue_adapter import VenueRejected
 from gateways.venue_sim.binance_trading import BINANCE_TRADING, SIM_API_KEY, SIM_API_SECRET, BinanceTradingSim
@@ -479,3 +480,65 @@ def test_gateway_restart_with_orders_open(redis_url: str) -> None:
             await second.close()
 
     run(go())
+
+
+def test_user_stream_subscribes_on_the_websocket_api_with_a_signed_request(redis_url: str) -> None:
+    """Listen keys are gone (Binance, 2026-02-20): events come after `userDataStream.subscribe.signature` on
+    the WebSocket API, as `{"subscriptionId", "event"}`; a fill reaches the gateway through it, not by query."""
+    async def go() -> None:
+        async with rig(redis_url) as r:
+            stream = r.adapter.user_stream
+            assert stream.url().endswith("/ws-api/v3") and stream.subscription_id is not None
+            assert not r.sim.listen_keys  # the deprecated REST endpoints were never called
+            assert list(r.sim.subscriptions[SIM_API_KEY].values()) == [stream.subscription_id]
+            bid, _ = r.book()
+            o = order(qty=0.02, price=round(bid * 0.95, 1))
+            r.service.accept(o)
+            await r.service.send(o)
+            queries = r.sim.counts["queries"]
+            r.sim._force_fill(r.sim.orders[o.client_order_id], 0.02)
+            await until(lambda: stored(r, o.client_order_id).status is OrderStatus.FILLED, timeout=5,
+                        what="the fill on the user stream")
+            assert stream.events >= 2 and r.sim.counts["queries"] == queries
+
+    run(go())
+
+
+def test_user_stream_resubscribes_when_the_venue_ends_the_subscription(redis_url: str) -> None:
+    async def go() -> None:
+        async with rig(redis_url) as r:
+            stream = r.adapter.user_stream
+            (ws, sub), = r.sim.subscriptions[SIM_API_KEY].items()
+            await ws.send_str(msgspec.json.encode({"subscriptionId": sub, "event": {
+                "e": "eventStreamTerminated", "E": 1}}).decode())
+            await until(lambda: stream.connects == 2 and stream.connected.is_set(), timeout=5, what="resubscribed")
+            assert stream.subscription_id != sub
+            await until(lambda: getattr(r.service.last_reconcile, "why", "") == "reconnect", timeout=8,
+                        what="reconcile after the gap")
+
+    run(go())
+
+
+def test_a_badly_signed_subscription_is_refused_and_retried_not_trusted(redis_url: str) -> None:
+    async def go() -> None:
+        async with simulator() as (sim, url):
+            wrong = Credentials("binance", SIM_API_KEY, "not-the-secret")
+            adapter = BinanceAdapter("binance", url, url.replace("http", "ws"), wrong)
+            await adapter.rest.start()
+            stream = BinanceUserStream(adapter)
+            try:
+                await stream.start(wait_s=1.0)
+                assert not stream.connected.is_set() and stream.subscription_id is None
+                assert sim.counts["bad_signatures"] >= 1 and not sim.subscriptions.get(SIM_API_KEY)
+            finally:
+                await stream.close()
+                await adapter.rest.close()
+
+    run(go())
+
+
+def test_the_user_stream_url_of_each_binance_environment() -> None:
+    assert ws_api_url("wss://stream.binance.com:9443") == "wss://ws-api.binance.com:443/ws-api/v3"
+    assert ws_api_url("wss://stream.testnet.binance.vision/ws") == "wss://ws-api.testnet.binance.vision/ws-api/v3"
+    assert ws_api_url("ws://127.0.0.1:8123") == "ws://127.0.0.1:8123/ws-api/v3"  # the simulator serves both
+    assert ws_api_url("wss://stream.binance.com:9443", "wss://example.test/ws-api/v3") == "wss://example.test/ws-api/v3"

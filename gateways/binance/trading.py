@@ -106,6 +106,14 @@ class BinanceRest:
     def now_ms(self) -> int:
         return int(time.time() * 1000) + self.time_offset_ms
 
+    def signed_ws_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """WebSocket API request parameters with `apiKey`, `recvWindow`, `timestamp` and `signature` added:
+        the signature covers every parameter sorted by name as `k=v&...` (Binance's WebSocket API rule)."""
+        assert self._signer is not None, "signed request without credentials"
+        out = {**params, "apiKey": self._api_key, "recvWindow": self.recv_window_ms, "timestamp": self.now_ms()}
+        out["signature"] = self._signer.sign(encode_params(sorted(out.items())))
+        return out
+
     async def request(self, method: str, path: str, params: list[tuple[str, Any]] | None = None, *,
                       signed: bool = False, weight: int = 1, timeout: aiohttp.ClientTimeout | None = None) -> Any:
         assert self.session is not None, "start() first"

@@ -1,16 +1,19 @@
-"""Binance's user data stream: listen key, keep-alive, `executionReport` events -> reports.
+"""Binance's user data stream over the WebSocket API: `executionReport` events -> reports.
 
-`POST /api/v3/userDataStream` gives a listen key (API key header, unsigned),
-`PUT` keeps it alive (every 30 minutes; it expires after 60), and
-`<ws_url>/ws/<listenKey>` streams the account's events. Events missed while the
-socket is down are not replayed by the venue, so every reconnect calls the
-adapter's `on_reconnect`, and the gateway reconciles over REST.
+Binance discontinued listen keys for spot on 2026-02-20; the account's events now come on a
+WebSocket API connection (`wss://ws-api.binance.com:443/ws-api/v3`) after a signed
+`userDataStream.subscribe.signature` request (`apiKey`, `timestamp`, `recvWindow`, `signature` over
+the parameters sorted by name). The answer carries a `subscriptionId`; each event arrives as
+`{"subscriptionId": N, "event": {...}}`. Events missed while the socket is down are not replayed
+by the venue, so every reconnect calls the adapter's `on_reconnect`, and the gateway reconciles
+over REST. `eventStreamTerminated` and `serverShutdown` make it connect and subscribe again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from typing import Any
 
@@ -18,13 +21,36 @@ import aiohttp
 import msgspec
 
 from cluster.messages import ExecutionReport, OrderStatus, Side, now_ns
-from gateways.venue_adapter import NotSent, VenueRejected, VenueTimeout
 
 log = logging.getLogger(__name__)
 
-KEEPALIVE_S = 30 * 60
 RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 10.0
+SUBSCRIBE_TIMEOUT_S = 10.0
+WS_API_PATH = "/ws-api/v3"
+# The market-data stream host of each Binance environment -> its WebSocket API (a different host).
+WS_API_BY_STREAM_HOST = {
+    "stream.binance.com": "wss://ws-api.binance.com:443/ws-api/v3",
+    "data-stream.binance.vision": "wss://ws-api.binance.com:443/ws-api/v3",
+    "stream.testnet.binance.vision": "wss://ws-api.testnet.binance.vision/ws-api/v3",
+}
+
+
+def ws_api_url(ws_url: str, stream_url: str = "") -> str:
+    """Where the user data stream is: `stream_url` when configured, Binance's WebSocket API for Binance's own
+    stream hosts, else the same server as `ws_url` (the venue simulator serves both)."""
+    if stream_url:
+        return stream_url
+    host = ws_url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    return WS_API_BY_STREAM_HOST.get(host) or ws_url.rstrip("/") + WS_API_PATH
+
+
+class SubscriptionRefused(RuntimeError):
+    """The venue answered the subscription request with an error (bad key or signature, clock skew)."""
+
+    def __init__(self, status: int, code: int, msg: str) -> None:
+        super().__init__(f"status {status}, code {code}: {msg}")
+        self.code = code
 
 EXEC_TYPE_STATUS = {"NEW": OrderStatus.NEW, "CANCELED": OrderStatus.CANCELED, "REJECTED": OrderStatus.REJECTED,
                     "EXPIRED": OrderStatus.EXPIRED, "TRADE_PREVENTION": OrderStatus.EXPIRED}
@@ -57,59 +83,62 @@ def parse_execution_report(venue: str, ev: dict[str, Any], quote_asset: str = ""
 
 
 class BinanceUserStream:
-    """Keeps one user-data WebSocket open for an adapter; reconnects forever with back-off."""
+    """Keeps one subscribed WebSocket API connection open for an adapter; reconnects forever with back-off."""
 
     def __init__(self, adapter: Any) -> None:
         self.adapter = adapter
-        self.listen_key = ""
         self.task: asyncio.Task | None = None
-        self.keepalive_task: asyncio.Task | None = None
         self.connected = asyncio.Event()
         self.connects = 0
         self.events = 0
+        self.subscription_id: int | None = None
+        self._ids = itertools.count(1)
 
     async def start(self, wait_s: float = 5.0) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
-        self.keepalive_task = asyncio.get_running_loop().create_task(self._keepalive())
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.connected.wait(), wait_s)
 
     async def close(self) -> None:
-        for t in (self.task, self.keepalive_task):
-            if t is not None:
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
-        if self.listen_key:
-            with contextlib.suppress(Exception):
-                await self.adapter.rest.request("DELETE", "/api/v3/userDataStream", [("listenKey", self.listen_key)])
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+        self.connected.clear()
 
     def url(self) -> str:
-        base = self.adapter.stream_url or f"{self.adapter.ws_url.rstrip('/')}/ws"
-        return f"{base.rstrip('/')}/{self.listen_key}"
+        return ws_api_url(self.adapter.ws_url, self.adapter.stream_url)
 
-    async def _new_key(self) -> None:
-        data = await self.adapter.rest.request("POST", "/api/v3/userDataStream", weight=2)
-        self.listen_key = data["listenKey"]
-
-    async def _keepalive(self) -> None:
+    async def _subscribe(self, ws: aiohttp.ClientWebSocketResponse) -> int:
+        """Send the signed subscription and wait for its answer; events before it are handled as they come."""
+        rid = f"subscribe-{next(self._ids)}"
+        await ws.send_str(msgspec.json.encode({"id": rid, "method": "userDataStream.subscribe.signature",
+                                               "params": self.adapter.rest.signed_ws_params({})}).decode())
         while True:
-            await asyncio.sleep(KEEPALIVE_S)
-            if self.listen_key:
-                try:
-                    await self.adapter.rest.request("PUT", "/api/v3/userDataStream", [("listenKey", self.listen_key)],
-                                                    weight=2)
-                except (VenueRejected, VenueTimeout, NotSent) as exc:
-                    log.warning("binance user stream keep-alive failed: %s", exc)
+            msg = await ws.receive(timeout=SUBSCRIBE_TIMEOUT_S)
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                raise ConnectionError(f"connection ended before the subscription was answered ({msg.type.name})")
+            try:
+                answer = msgspec.json.decode(msg.data)
+            except msgspec.DecodeError:
+                log.warning("binance user stream: not JSON: %.200s", msg.data)
+                continue
+            if not isinstance(answer, dict) or answer.get("id") != rid:
+                self._on_message(msg.data)
+                continue
+            status = answer.get("status")
+            if status != 200:
+                err = answer.get("error") or {}
+                raise SubscriptionRefused(int(status or 0), int(err.get("code") or 0), str(err.get("msg") or ""))
+            return int((answer.get("result") or {}).get("subscriptionId", 0))
 
     async def _run(self) -> None:
         delay = RECONNECT_MIN_S
         session = self.adapter.rest.session
         while True:
             try:
-                if not self.listen_key:
-                    await self._new_key()
                 async with session.ws_connect(self.url(), heartbeat=20.0) as ws:
+                    self.subscription_id = await self._subscribe(ws)
                     self.connects += 1
                     delay = RECONNECT_MIN_S
                     self.connected.set()
@@ -117,33 +146,40 @@ class BinanceUserStream:
                         self.adapter.on_reconnect()
                     async for msg in ws:
                         if msg.type is aiohttp.WSMsgType.TEXT:
-                            self._on_message(msg.data)
+                            if not self._on_message(msg.data):
+                                break  # the venue ended the subscription or is shutting down: start again
                         elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
                             break
             except asyncio.CancelledError:
                 raise
+            except SubscriptionRefused as exc:
+                log.error("binance user stream: subscription refused (%s)", exc)
+                if exc.code == -1021:  # our clock is off the venue's: measure it again
+                    with contextlib.suppress(Exception):
+                        await self.adapter.rest.sync_time()
             except Exception as exc:
                 log.warning("binance user stream: %s: %s", type(exc).__name__, exc)
-                if isinstance(exc, aiohttp.WSServerHandshakeError):
-                    self.listen_key = ""  # expired or unknown key: make a new one
             self.connected.clear()
+            self.subscription_id = None
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
 
-    def _on_message(self, raw: str) -> None:
+    def _on_message(self, raw: str) -> bool:
+        """Handle one message; False when the connection should be replaced."""
         try:
-            ev = msgspec.json.decode(raw)
+            msg = msgspec.json.decode(raw)
         except msgspec.DecodeError:
             log.warning("binance user stream: not JSON: %.200s", raw)
-            return
-        if isinstance(ev, dict) and "data" in ev and "stream" in ev:
-            ev = ev["data"]
+            return True
+        ev = msg.get("event") if isinstance(msg, dict) else None
         if not isinstance(ev, dict):
-            return
+            return True  # answers to other requests, unknown shapes: not account events
         self.events += 1
         kind = ev.get("e")
         if kind == "executionReport":
             quote = self.adapter.quote_asset(ev.get("s", ""))
             self.adapter.on_reports([parse_execution_report(self.adapter.name, ev, quote)])
-        elif kind == "listenKeyExpired":
-            self.listen_key = ""
+        elif kind in ("eventStreamTerminated", "serverShutdown"):
+            log.warning("binance user stream: %s; subscribing on a new connection", kind)
+            return False
+        return True

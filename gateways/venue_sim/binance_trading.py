@@ -6,8 +6,11 @@ with the body (signature removed), HMAC-SHA256 hex or Ed25519 base64, and
 `timestamp` must fall within `recvWindow` of the venue's clock. Orders match
 with `gateways.paper.PaperVenue` against each symbol's current simulated book,
 are kept by clientOrderId, and produce `executionReport` events with trade ids
-on `/ws/<listenKey>` (served by a middleware, since `/ws/{stream}` belongs to
-the market-data module).
+for the account's user data stream: on the WebSocket API (`/ws-api/v3`, after a
+signed `userDataStream.subscribe.signature`, each event as
+`{"subscriptionId": N, "event": {...}}`, as Binance serves it since listen keys
+were discontinued) and, for older clients, on `/ws/<listenKey>` (served by a
+middleware, since `/ws/{stream}` belongs to the market-data module).
 
 A MARKET order may give `quoteOrderQty` instead of `quantity`: the venue walks
 the book to spend (receive) that much quote asset and rounds the quantity down
@@ -32,7 +35,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from cluster.messages import BookUpdate, ExecutionReport, Order, OrderStatus, OrderType, Side, TimeInForce
 from gateways.binance.filters import ExchangeFilters, FilterRejected, fmt_decimal
@@ -100,6 +103,13 @@ def _err(status: int, code: int, msg: str, headers: dict[str, str] | None = None
     return web.json_response({"code": code, "msg": msg}, status=status, headers=headers)
 
 
+def _param_str(v: Any) -> str:
+    """A JSON parameter as the venue writes it into the signature payload."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
 def _num(x: float) -> str:
     return format(Decimal(repr(x)).quantize(Decimal("0.00000001")), "f")
 
@@ -120,6 +130,9 @@ class BinanceTradingSim:
         self.next_order_id = 1
         self.listen_keys: dict[str, str] = {}  # listen key -> api key
         self.sockets: dict[str, set[web.WebSocketResponse]] = {}
+        # api key -> {WebSocket API connection: its subscription id}
+        self.subscriptions: dict[str, dict[web.WebSocketResponse, int]] = {}
+        self.next_subscription_id = 0
         self.counts = {"new_orders": 0, "cancels": 0, "queries": 0, "bad_signatures": 0, "events": 0,
                        "requests": 0, "refused_429": 0, "refused_418": 0}
         self.weight: dict[int, int] = {}
@@ -257,6 +270,9 @@ class BinanceTradingSim:
             for ws in list(self.sockets.get(lk, ())):
                 self.counts["events"] += 1
                 asyncio.ensure_future(self._send(ws, data))
+        for ws, sub in list(self.subscriptions.get(owner, {}).items()):
+            self.counts["events"] += 1
+            asyncio.ensure_future(self._send(ws, f'{{"subscriptionId":{sub},"event":{data}}}'))
 
     @staticmethod
     async def _send(ws: web.WebSocketResponse, data: str) -> None:
@@ -523,16 +539,87 @@ class BinanceTradingSim:
             self.sockets.get(key, set()).discard(ws)
         return ws
 
+    async def ws_api(self, request: web.Request) -> web.StreamResponse:
+        """The WebSocket API, as far as the user data stream needs it: `userDataStream.subscribe.signature`
+        (checked like a signed REST request: key, signature over the sorted parameters, recvWindow),
+        `userDataStream.unsubscribe`, `session.subscriptions`."""
+        import time
+
+        if time.monotonic() < self.faults.user_stream_down_s:
+            return web.Response(status=503, text="WebSocket API unavailable")
+        ws = web.WebSocketResponse(heartbeat=self.exchange.ping_interval_s)
+        await ws.prepare(request)
+        mine: dict[str, int] = {}  # api key -> subscription id on this connection
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    await ws.send_str(msgspec.json.encode(self._ws_api_request(ws, msg.data, mine)).decode())
+        finally:
+            for key in mine:
+                self.subscriptions.get(key, {}).pop(ws, None)
+        return ws
+
+    def _ws_api_request(self, ws: web.WebSocketResponse, text: str, mine: dict[str, int]) -> dict[str, Any]:
+        try:
+            req = msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            return {"id": None, "status": 400, "error": {"code": -1000, "msg": "Malformed request: not JSON."}}
+        if not isinstance(req, dict):
+            return {"id": None, "status": 400, "error": {"code": -1000, "msg": "Malformed request."}}
+        rid, method, params = req.get("id"), req.get("method"), req.get("params") or {}
+
+        def error(status: int, code: int, msg: str) -> dict[str, Any]:
+            return {"id": rid, "status": status, "error": {"code": code, "msg": msg}}
+
+        if method == "session.subscriptions":
+            return {"id": rid, "status": 200, "result": [{"subscriptionId": i} for i in mine.values()]}
+        if method == "userDataStream.unsubscribe":
+            for key in list(mine):
+                self.subscriptions.get(key, {}).pop(ws, None)
+                mine.pop(key)
+            return {"id": rid, "status": 200, "result": {}}
+        if method != "userDataStream.subscribe.signature":
+            return error(400, -1000, f"Unknown method {method!r}.")
+        if not isinstance(params, dict):
+            return error(400, -1102, "Malformed 'params'.")
+        acct = self.accounts.get(str(params.get("apiKey", "")))
+        if acct is None:
+            return error(401, -2015, "Invalid API-key, IP, or permissions for action.")
+        for name in ("timestamp", "signature"):
+            if not params.get(name):
+                return error(400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+        payload = "&".join(f"{k}={_param_str(v)}" for k, v in sorted(params.items()) if k != "signature")
+        sig = str(params["signature"])
+        ok = verify_ed25519(acct.public_key_pem, payload, sig) if acct.public_key_pem else \
+            verify_hmac(acct.secret, payload, sig)
+        if not ok:
+            self.counts["bad_signatures"] += 1
+            return error(400, -1022, "Signature for this request is not valid.")
+        try:
+            ts, window = int(params["timestamp"]), int(params.get("recvWindow", 5000))
+        except (TypeError, ValueError):
+            return error(400, -1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.")
+        now = self.exchange.now_ms()
+        if ts >= now + 1000 or now - ts > min(window, MAX_RECV_WINDOW_MS):
+            return error(400, -1021, "Timestamp for this request is outside of the recvWindow.")
+        if acct.api_key in mine:
+            return error(400, -2011, "This account is already subscribed on this connection.")
+        sub = mine[acct.api_key] = self.next_subscription_id
+        self.next_subscription_id += 1
+        self.subscriptions.setdefault(acct.api_key, {})[ws] = sub
+        return {"id": rid, "status": 200, "result": {"subscriptionId": sub}}
+
     async def disconnect_user_streams(self, down_s: float = 0.0) -> int:
         """Close every user-stream socket; refuse reconnects for `down_s` (events meanwhile are lost)."""
         import time
 
         self.faults.user_stream_down_s = time.monotonic() + down_s
         n = 0
-        for socks in self.sockets.values():
-            for ws in list(socks):
-                n += 1
-                await ws.close()
+        socks = [ws for group in self.sockets.values() for ws in group]
+        socks += [ws for group in self.subscriptions.values() for ws in group]
+        for ws in socks:
+            n += 1
+            await ws.close()
         return n
 
     async def set_faults(self, request: web.Request) -> web.Response:
@@ -563,6 +650,7 @@ def register(app: web.Application, exchange: SimExchange) -> None:
     r.add_put("/api/v3/userDataStream", sim.listen_key)
     r.add_delete("/api/v3/userDataStream", sim.listen_key)
     r.add_post("/sim/binance/faults", sim.set_faults)
+    r.add_get("/ws-api/v3", sim.ws_api)
     if not any(getattr(res, "canonical", "") == "/api/v3/avgPrice" for res in r.resources()):
         r.add_get("/api/v3/avgPrice", sim.avg_price)
 
