@@ -47,6 +47,16 @@ async def run_feed_against(faults: FaultPlan | None, seconds: float, **feed_kw):
         return ex, handler, feed
 
 
+async def synced_feed(ex, http: str, ws: str, **feed_kw):
+    """(the simulator's Binance market module, handler, feed, the feed's task) once every book is synced."""
+    market = next(fn.__self__ for fn in ex.listeners if type(fn.__self__).__name__ == "BinanceMarketSim")
+    handler = BinanceMarketHandler("paper", NAMES, book_depth=5)
+    feed = BinanceFeed(handler, http, ws, backoff=Backoff(base_s=0.02, cap_s=0.2, rng=random.Random(1)), **feed_kw)
+    task = asyncio.get_running_loop().create_task(feed.run())
+    await wait_until(lambda: all(handler.symbols[s].sync.state is SyncState.SYNCED for s in NAMES), 10, "sync")
+    return market, handler, feed, task
+
+
 def assert_books_equal(ex, handler) -> None:
     for s in NAMES:
         venue_bids, venue_asks = ex.markets[s].book_levels()
@@ -114,13 +124,7 @@ def test_the_old_connection_is_closed_only_after_the_switch():
 
     async def go():
         async with running_sim(updates_per_second=50) as (ex, http, ws):
-            market = next(fn.__self__ for fn in ex.listeners if type(fn.__self__).__name__ == "BinanceMarketSim")
-            handler = BinanceMarketHandler("paper", NAMES, book_depth=5)
-            feed = BinanceFeed(handler, http, ws, backoff=Backoff(base_s=0.02, cap_s=0.2, rng=random.Random(1)),
-                               handover_overlap_s=0.5)
-            task = asyncio.get_running_loop().create_task(feed.run())
-            await wait_until(lambda: all(handler.symbols[s].sync.state is SyncState.SYNCED for s in NAMES), 10,
-                             "sync")
+            market, handler, feed, task = await synced_feed(ex, http, ws, handover_overlap_s=0.5)
             feed.max_connection_age_s = 0.0  # due now
             await wait_until(lambda: len(market.conns) == 2, 5, "the second connection")
             # Both open: the old one is still the one read, and the books are still synced.
@@ -154,13 +158,7 @@ def test_a_server_shutdown_notice_switches_connections_before_the_venue_closes_t
 
     async def go():
         async with running_sim(updates_per_second=50) as (ex, http, ws):
-            market = next(fn.__self__ for fn in ex.listeners if type(fn.__self__).__name__ == "BinanceMarketSim")
-            handler = BinanceMarketHandler("paper", NAMES, book_depth=5)
-            feed = BinanceFeed(handler, http, ws, backoff=Backoff(base_s=0.02, cap_s=0.2, rng=random.Random(1)),
-                               handover_overlap_s=0.2)
-            task = asyncio.get_running_loop().create_task(feed.run())
-            await wait_until(lambda: all(handler.symbols[s].sync.state is SyncState.SYNCED for s in NAMES), 10,
-                             "sync")
+            market, handler, feed, task = await synced_feed(ex, http, ws, handover_overlap_s=0.2)
             assert market.announce_shutdown(close_after_s=2.0) == 1
             await wait_until(lambda: feed.counters["handovers"] == 1 and len(market.conns) == 1, 5, "the switch")
             await asyncio.sleep(2.2)  # past the venue's close of the old connection
