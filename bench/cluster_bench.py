@@ -76,8 +76,9 @@ def _cpu_seconds(pids: list[int]) -> float:
 
 
 def tick_to_order(n_symbols: int, redis_url: str, tmp: str, seconds: float, address: str = "",
-                  transport: str = "object_store") -> dict[str, Any]:
-    cfg = bench_config(n_symbols, 100.0, redis_url, tmp, probe=True, address=address, transport=transport)
+                  transport: str = "object_store", max_feed_actors: int = 4) -> dict[str, Any]:
+    cfg = bench_config(n_symbols, 100.0, redis_url, tmp, probe=True, address=address, transport=transport,
+                       max_feed_actors=max_feed_actors)
     run = ClusterRun(cfg)
     run.start()
     try:
@@ -94,6 +95,7 @@ def tick_to_order(n_symbols: int, redis_url: str, tmp: str, seconds: float, addr
     out = percentiles_us(samples) if samples else {"n": 0}
     out["orders_per_s"] = round(len(samples) / seconds, 1)
     out["transport"] = transport
+    out["feed_actors"] = min(max_feed_actors, n_symbols)
     out["actors_cpu_cores"] = round(cpu, 3)  # feeds, strategies, risk, gateway together
     return out
 
@@ -308,6 +310,12 @@ def run(seconds: float = 8.0) -> dict[str, Any]:
                 print(f"tick-to-order {n:>3} symbols, {transport} transport: p50 {other.get('p50_us')} us  "
                       f"p99 {other.get('p99_us')} us, actors use {other['actors_cpu_cores']} cores "
                       f"({ratio:.2f}x the object_store p50)", flush=True)
+        # Fewer, larger feed groups: one put and one call per subscriber per batch, whatever its size.
+        grouped = tick_to_order(8, redis.url, tmp, seconds, max_feed_actors=1)
+        result["tick_to_order_8_symbols_one_feed_actor"] = grouped
+        ratio = grouped.get("p50_us", math.nan) / result["tick_to_order"]["8"].get("p50_us", math.nan)
+        print(f"tick-to-order   8 symbols in one feed actor: p50 {grouped.get('p50_us')} us  p99 {grouped.get('p99_us')} us, "
+              f"actors use {grouped['actors_cpu_cores']} cores ({ratio:.2f}x the 4-feed-actor p50)", flush=True)
         for replay, key in ((True, "throughput"), (False, "throughput_builtin_market")):
             result[key] = []
             for n in (1, 8, 32, 128):
