@@ -63,6 +63,8 @@ class MarketSection(Cfg):
     replay_path: str | list[str] = ""
     # 1 = the recorded pace (receive timestamps), 2 = twice as fast, 0 = as fast as the feeds read it.
     replay_speed: float = 1.0
+    # After the last record, start the recording again (ids and times moved on; feeds resync at the seam).
+    replay_loop: bool = False
     seed: int = 7
     updates_per_second: float = 20.0
     depth: int = 20

@@ -307,7 +307,10 @@ def test_config_keys_and_the_launcher_start_the_replaying_simulator(recording, t
         parse_config({**base, "market": {"source": "replay"}})
     with pytest.raises(ConfigError, match=r"market\.replay_speed"):
         parse_config({**base, "market": {"source": "replay", "replay_path": str(recording), "replay_speed": -1}})
-    cfg = parse_config({**base, "market": {"source": "replay", "replay_path": str(recording), "replay_speed": 0}})
+    with pytest.raises(ConfigError, match=r"market\.replay_loop"):
+        parse_config({**base, "market": {"source": "replay", "replay_path": str(recording), "replay_loop": "yes"}})
+    cfg = parse_config({**base, "market": {"source": "replay", "replay_path": str(recording), "replay_speed": 0,
+                                           "replay_loop": True}})
     assert feed_endpoints(cfg, "paper", "http://127.0.0.1:7")["ws_url"] == "ws://127.0.0.1:7"
 
     run = ClusterRun(cfg, run_dir=tmp_path / "run")
@@ -315,6 +318,7 @@ def test_config_keys_and_the_launcher_start_the_replaying_simulator(recording, t
     try:
         info = run.market_sim.info
         assert info["replay"]["records"] > 0 and set(info["replay"]["symbols"]) == set(NAMES)
+        assert info["replay"]["loop"] is True  # the launcher handed the simulator process the config's loop
 
         async def depth() -> dict:
             async with aiohttp.ClientSession() as s, s.get(f"{run.market_sim.http_url}/api/v3/depth",
@@ -326,3 +330,39 @@ def test_config_keys_and_the_launcher_start_the_replaying_simulator(recording, t
         assert snap == json.loads(first.raw)
     finally:
         run.market_sim.stop()
+
+
+def test_a_looping_replay_starts_again_with_ids_moved_on_and_the_feed_resyncs_at_each_seam(recording):
+    """Three passes of the recording through the real feed: one resync per seam, the book equal to the venue's
+    at the end, trade ids contiguous over all passes (none repeated, none dropped as a duplicate)."""
+    direct = _direct_books(recording)
+
+    async def go():
+        # At twice the recorded pace the feed is synced well before each seam (at full speed it could sync once,
+        # at the very end, from a snapshot newer than everything it buffered).
+        async with running_sim(replay=[str(recording)], replay_speed=2, replay_loop=True) as (ex, http, ws):
+            driver = ex.replay
+            handler = BinanceMarketHandler("paper", NAMES)
+            feed = BinanceFeed(handler, http, ws, backoff=Backoff(base_s=0.02, cap_s=0.1, rng=random.Random(3)))
+            task = asyncio.get_running_loop().create_task(feed.run())
+            await wait_until(lambda: driver.passes >= 2, 30, "two passes of the looping replay")
+            ex.running = False  # the third pass stops where it is; the books must then agree
+            await wait_until(lambda: all(handler.symbols[s].sync.state is SyncState.SYNCED and
+                                         handler.symbols[s].sync.last_update_id == ex.markets[s].update_id
+                                         for s in NAMES), 10, "the feed to catch up with the replay")
+            await feed.stop()
+            await asyncio.wait_for(task, 5)
+            return ex, driver, handler
+
+    ex, driver, handler = asyncio.run(go())
+    assert driver.info()["loop"] is True and driver.passes >= 2
+    for s in NAMES:
+        st = handler.symbols[s].stats()
+        assert ex.markets[s].book_levels() == handler.symbols[s].book.top(10_000), s
+        assert st["resyncs"] >= 2 and st["trade_duplicates"] == 0, st  # a resync at each of the two seams
+        assert handler.symbols[s].sync.last_update_id > direct.symbols[s].sync.last_update_id
+        ids = [int(t.trade_id) for t in handler.trades if t.symbol == s]
+        once = [int(t.trade_id) for t in direct.trades if t.symbol == s]  # the recording's (it lost a few)
+        span = max(once) - min(once) + 1
+        passes = [i + k * span for k in range(driver.passes + 1) for i in once]
+        assert len(ids) >= 2 * len(once) and ids == passes[:len(ids)], s

@@ -22,7 +22,8 @@ async def running_sim(faults: FaultPlan | None = None, symbols: list[SymbolSecti
                       updates_per_second: float = 50.0, ping_interval_s: float = 20.0,
                       max_connection_age_s: float = 24 * 3600.0,
                       modules: list[str] | None = None, replay: Any = None,
-                      replay_speed: float = 0.0) -> AsyncIterator[tuple[SimExchange, str, str]]:
+                      replay_speed: float = 0.0, replay_loop: bool = False
+                      ) -> AsyncIterator[tuple[SimExchange, str, str]]:
     """(exchange, http base URL, ws base URL) of a simulator listening on 127.0.0.1.
 
     `replay`: a recording (paths or `load_recording`'s result) served instead of the seeded market;
@@ -35,7 +36,8 @@ async def running_sim(faults: FaultPlan | None = None, symbols: list[SymbolSecti
     driver = None
     if replay is not None:
         recording = replay if isinstance(replay, Recording) else load_recording(replay)
-        driver = exchange.replay = ReplayDriver(exchange, recording, replay_speed)  # type: ignore[attr-defined]
+        driver = exchange.replay = ReplayDriver(exchange, recording, replay_speed,  # type: ignore[attr-defined]
+                                                     loop=replay_loop)
     runner, port = await start_server(create_app(exchange, modules, replay=driver))
     try:
         yield exchange, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"

@@ -2,7 +2,7 @@
 
 Prints one JSON line when it listens (`{"event": "listening", "port": ..., ...}`), then serves
 until SIGINT/SIGTERM. Fault flags inject drops, duplicates, reordering, delays, disconnects and
-REST 429/5xx. `--replay FILE [--speed 1|0]` (or `market.source: replay` in the config) serves a
+REST 429/5xx. `--replay FILE [--speed 1|0] [--loop]` (or `market.source: replay` in the config) serves a
 recording instead of the seeded market (`gateways/venue_sim/replay.py`).
 """
 
@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the symbol of bare depth snapshots); repeatable")
     r.add_argument("--speed", type=float, default=None,
                    help="1 = the recorded pace (default), 2 = twice as fast, 0 = as fast as the feeds read it")
+    r.add_argument("--loop", action="store_true", default=None,
+                   help="start the recording again after its end (ids and times moved on); default market.replay_loop")
     return p
 
 
@@ -46,13 +48,14 @@ def replay_from_args(args: argparse.Namespace, cfg: Any, exchange: SimExchange) 
     """The replay the flags or the config ask for, or None (the seeded market)."""
     specs = args.replay or (cfg.market.replay_path if cfg.market.source == "replay" else None)
     if not specs:
-        if args.speed is not None:
-            raise ValueError("--speed needs --replay (or market.source: replay)")
+        if args.speed is not None or args.loop:
+            raise ValueError("--speed and --loop need --replay (or market.source: replay)")
         return None
     speed = cfg.market.replay_speed if args.speed is None else args.speed
+    loop = cfg.market.replay_loop if args.loop is None else args.loop
     only = list(exchange.symbols)
     recording = load_recording(specs, default_symbol=only[0] if len(only) == 1 else "")
-    return ReplayDriver(exchange, recording, speed)
+    return ReplayDriver(exchange, recording, speed, loop=loop)
 
 
 def faults_from_args(args: argparse.Namespace) -> FaultPlan:

@@ -19,6 +19,14 @@ the recording's first snapshot, diffs with `u` <= the book's id are skipped, and
 recording itself has a gap the book jumps to the recording's next snapshot (the recorder's own
 resync). A recording without snapshots builds the book from its diffs alone.
 
+Looping (`loop=True`, `market.replay_loop`, `--loop`): after the last record the recording starts
+again, as a venue would after a restart that kept its ids going. Each pass after the first serves
+the messages with update ids, trade and aggregate-trade ids and event times moved past everything
+served before (ids of a pass stay contiguous; between passes the depth ids jump by at least 2), so a
+feed sees a gap at the seam and resyncs by Binance's procedure from the REST snapshot (the
+recording's first book, ids moved alike), and never takes a trade for a duplicate. Alpaca frames
+are served as recorded in every pass.
+
 Derived streams: `aggTrade` from `trade` (and `trade` from `aggTrade`) when the recording holds only
 one of them, `bookTicker` from the book when it holds none, Alpaca trades/quotes/order books from
 the Binance messages (`alpaca_market`); Alpaca frames in a recording go to Alpaca subscribers as
@@ -349,6 +357,7 @@ class ReplayMarket:
         self._update_id = 0
         self._snapshots = snapshots or []  # (record index, snapshot), in recording order
         self._next_snap = 0
+        self.id_shift = 0  # added to every recorded update id: the pass's move (see "Looping")
         self.counters = dict.fromkeys(("applied", "skipped", "gaps", "jumps", "unrecoverable_gaps", "snapshots"), 0)
 
     @property
@@ -364,7 +373,7 @@ class ReplayMarket:
     def _load(self, snap: DepthSnapshot) -> None:
         self._bids = SortedDict({float(p): (p, q) for p, q in snap.bids if float(q) > 0})
         self._asks = SortedDict({float(p): (p, q) for p, q in snap.asks if float(q) > 0})
-        self._update_id = snap.lastUpdateId
+        self._update_id = snap.lastUpdateId + self.id_shift
         self.counters["snapshots"] += 1
 
     def _jump(self, index: int) -> bool:
@@ -372,7 +381,7 @@ class ReplayMarket:
         while self._next_snap < len(self._snapshots):
             i, snap = self._snapshots[self._next_snap]
             self._next_snap += 1
-            if i >= index and snap.lastUpdateId > self._update_id:
+            if i >= index and snap.lastUpdateId + self.id_shift > self._update_id:
                 self._load(snap)
                 return True
         return False
@@ -382,14 +391,23 @@ class ReplayMarket:
         if self._jump(0):
             return
         if first_depth is not None:
-            self._update_id = first_depth.U - 1
+            self._update_id = first_depth.U - 1 + self.id_shift
+
+    def restart(self, id_shift: int, first_depth: DepthUpdateEvent | None) -> None:
+        """A new pass of a looping replay: the recording's first book again, its ids moved by `id_shift`."""
+        self._bids, self._asks = SortedDict(), SortedDict()
+        self._next_snap = 0
+        self.id_shift = id_shift
+        self._update_id = 0
+        self.start(first_depth)
 
     def apply(self, ev: DepthUpdateEvent, index: int) -> None:
         """One replayed diff, with the venue's update procedure (see the module docstring)."""
-        if ev.u <= self._update_id:
+        U, u = ev.U + self.id_shift, ev.u + self.id_shift  # noqa: N806 - Binance's field names
+        if u <= self._update_id:
             self.counters["skipped"] += 1
             return
-        if self._update_id + 1 < ev.U:
+        if self._update_id + 1 < U:
             self.counters["gaps"] += 1
             while True:
                 if not self._jump(index):
@@ -397,10 +415,10 @@ class ReplayMarket:
                     self.counters["unrecoverable_gaps"] += 1
                     break
                 self.counters["jumps"] += 1
-                if ev.u <= self._update_id:
+                if u <= self._update_id:
                     self.counters["skipped"] += 1
                     return
-                if self._update_id + 1 >= ev.U:
+                if self._update_id + 1 >= U:
                     break
         for levels, side in ((ev.b, self._bids), (ev.a, self._asks)):
             for p, q in levels:
@@ -408,7 +426,7 @@ class ReplayMarket:
                     side.pop(float(p), None)
                 else:
                     side[float(p)] = (p, q)
-        self._update_id = ev.u
+        self._update_id = u
         self.counters["applied"] += 1
 
     def apply_alpaca(self, item: bytes) -> None:
@@ -457,7 +475,7 @@ class ReplayDriver:
     """Serves a `Recording` through a `SimExchange` in place of its seeded markets (see the module docstring)."""
 
     def __init__(self, exchange: Any, recording: Recording, speed: float = 1.0, *, wait_for_subscriber: bool = True,
-                 batch: int = 256, max_backlog: int = 1000) -> None:
+                 batch: int = 256, max_backlog: int = 1000, loop: bool = False) -> None:
         if not (0.0 <= speed < float("inf")):
             raise ReplayError(f"replay speed must be >= 0 (0 = full speed), got {speed!r}")
         self.exchange = exchange
@@ -469,6 +487,10 @@ class ReplayDriver:
         self.probes: list[SubscriberProbe] = []
         self.position = 0
         self.finished = False
+        self.loop = loop
+        self.passes = 0  # passes served to the end
+        self._spans = _IdSpans(recording.records) if loop else None
+        self._shift = _Shift()
         self.started_at: float | None = None
         records = recording.records
         snaps: dict[str, list[tuple[int, DepthSnapshot]]] = {}
@@ -492,13 +514,15 @@ class ReplayDriver:
         exchange.markets.update(self.markets)
         exchange.source = self._take
         self._pending: dict[str, list[bytes]] = {}
+        self._first_depth = {sym: next((r.event for r in records if r.symbol == sym and r.kind == "depth"), None)
+                             for sym in self.markets}
 
     @property
     def records(self) -> int:
         return len(self.recording.records)
 
     def info(self) -> dict[str, Any]:
-        return {"records": self.records, "symbols": self.recording.symbols, "speed": self.speed,
+        return {"records": self.records, "symbols": self.recording.symbols, "speed": self.speed, "loop": self.loop,
                 "files": [str(f) for f in self.recording.files], "skipped": self.recording.skipped}
 
     def add_probe(self, probe: SubscriberProbe) -> None:
@@ -512,6 +536,7 @@ class ReplayDriver:
         """Apply records [position, end) to the books; their messages by symbol (derived streams added)."""
         out: dict[str, list[bytes]] = {}
         records = self.recording.records
+        shift = self._shift if self.passes else None  # the first pass serves the venue's bytes verbatim
         for i in range(self.position, end):
             r = records[i]
             market = self.markets[r.symbol]
@@ -521,10 +546,11 @@ class ReplayDriver:
                 market.apply(r.event, i)  # type: ignore[arg-type]
             elif r.kind == "alpaca":
                 market.apply_alpaca(r.msg[len(b'{"stream":"alpaca","data":'):-1])
+            msg = r.msg if shift is None or r.kind == "alpaca" else shift.apply(r)
             msgs = out.setdefault(r.symbol, [])
-            msgs.append(r.msg)
+            msgs.append(msg)
             if r.kind == "aggTrade" and "trade" not in market.recorded_kinds:
-                msgs.append(_trade_from_agg(r.msg))
+                msgs.append(_trade_from_agg(msg))
         self.position = end
         return out
 
@@ -538,20 +564,46 @@ class ReplayDriver:
         self._pending = self.advance(end)
         self.exchange.step(0.0)
 
+    def next_pass(self) -> None:
+        """Start the recording again, its ids and times moved past everything served (see "Looping")."""
+        assert self._spans is not None, "next_pass needs loop=True"
+        self._shift = self._shift.after(self._spans)
+        for sym, market in self.markets.items():
+            market.restart(self._shift.ids.get(sym, 0), self._first_depth.get(sym))
+        self.passes += 1
+        self.position = 0
+
     async def run(self) -> None:
-        """Serve the whole recording (see the module docstring); then keep the final books."""
+        """Serve the whole recording (see the module docstring), again and again when looping; then keep the
+        final books."""
         ex = self.exchange
         ex.running = True
-        records = self.recording.records
-        n = len(records)
+        n = len(self.recording.records)
         if self.wait_for_subscriber and self.probes:
             while ex.running and not self._subscribers():
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.05)  # let the first subscriber's other subscriptions arrive
         loop = asyncio.get_running_loop()
         self.started_at = loop.time()
-        log.info("replay: serving %d records of %s at %s", n, self.recording.symbols,
-                 "full speed" if not self.speed else f"{self.speed:g}x")
+        log.info("replay: serving %d records of %s at %s%s", n, self.recording.symbols,
+                 "full speed" if not self.speed else f"{self.speed:g}x", ", looping" if self.loop else "")
+        while True:
+            await self._serve_pass(n)
+            if not (self.loop and n and ex.running):
+                break
+            self.next_pass()
+            log.info("replay: pass %d", self.passes + 1)
+        if self.position >= n:
+            self.finished = True
+            log.info("replay: finished (%d records in %.2f s); serving the final books", n,
+                     loop.time() - self.started_at)
+        while ex.running:  # keep serving REST and the open connections
+            await asyncio.sleep(0.2)
+
+    async def _serve_pass(self, n: int) -> None:
+        ex = self.exchange
+        records = self.recording.records
+        loop = asyncio.get_running_loop()
         ts0 = records[0].ts if n else 0
         start = loop.time()
         while ex.running and self.position < n:
@@ -571,11 +623,101 @@ class ReplayDriver:
                     await asyncio.sleep(0.002)
                 self._emit(min(n, self.position + self.batch))
                 await asyncio.sleep(0)
-        if self.position >= n:
-            self.finished = True
-            log.info("replay: finished (%d records in %.2f s); serving the final books", n, loop.time() - start)
-        while ex.running:  # keep serving REST and the open connections
-            await asyncio.sleep(0.2)
+
+
+class _DataIds(msgspec.Struct):
+    """The ids and times of a replayed message's `data` that a looping replay moves."""
+
+    E: int | None = None
+    T: int | None = None
+    U: int | None = None
+    u: int | None = None
+    t: int | None = None
+    a: Any = None  # aggTrade: its id; depth: the asks; bookTicker: the best ask price
+    f: int | None = None
+    l: int | None = None  # noqa: E741 - Binance's field name
+
+
+class _EnvelopeIds(msgspec.Struct):
+    data: _DataIds | None = None
+    lastUpdateId: int | None = None
+
+
+_envelope_ids = msgspec.json.Decoder(_EnvelopeIds)
+
+
+class _IdSpans:
+    """Per symbol, how far the recording's update ids, trade ids and aggregate-trade ids reach; and its times."""
+
+    def __init__(self, records: list[Record]) -> None:
+        self.ids: dict[str, tuple[int, int]] = {}
+        self.trades: dict[str, tuple[int, int]] = {}
+        self.aggs: dict[str, tuple[int, int]] = {}
+        times: list[int] = []
+        for r in records:
+            if r.kind == "alpaca":
+                continue
+            try:
+                env = _envelope_ids.decode(r.msg)
+            except msgspec.DecodeError:  # loaded records are well formed; a shape we do not know moves nothing
+                log.warning("replay: cannot read the ids of a %s record of %s", r.kind, r.symbol)
+                continue
+            d = env.data
+            if env.lastUpdateId is not None:
+                _widen(self.ids, r.symbol, env.lastUpdateId, env.lastUpdateId)
+            if d is None:
+                continue
+            if d.U is not None and d.u is not None:
+                _widen(self.ids, r.symbol, d.U, d.u)
+            elif d.u is not None:  # bookTicker
+                _widen(self.ids, r.symbol, d.u, d.u)
+            for tid in (d.t, d.f, d.l):
+                if tid is not None and tid >= 0:
+                    _widen(self.trades, r.symbol, tid, tid)
+            if r.kind == "aggTrade" and isinstance(d.a, int):
+                _widen(self.aggs, r.symbol, d.a, d.a)
+            times += [x for x in (d.E, d.T) if x]
+        self.time_ms = (max(times) - min(times) + 1) if times else 1
+
+
+def _widen(spans: dict[str, tuple[int, int]], symbol: str, low: int, high: int) -> None:
+    lo, hi = spans.get(symbol, (low, high))
+    spans[symbol] = (min(lo, low), max(hi, high))
+
+
+@dataclass
+class _Shift:
+    """What one pass of a looping replay adds to the recorded ids (per symbol) and times (ms)."""
+
+    ids: dict[str, int] = field(default_factory=dict)
+    trades: dict[str, int] = field(default_factory=dict)
+    aggs: dict[str, int] = field(default_factory=dict)
+    time_ms: int = 0
+
+    def after(self, spans: _IdSpans) -> _Shift:
+        """The next pass: update ids past this pass's by a gap of >= 2 (the feed resyncs at the seam), trade ids
+        just past them (contiguous), times past the recording's span."""
+        def moved(current: dict[str, int], reach: dict[str, tuple[int, int]], gap: int) -> dict[str, int]:
+            return {sym: current.get(sym, 0) + hi - lo + gap for sym, (lo, hi) in reach.items()}
+
+        return _Shift(moved(self.ids, spans.ids, 2), moved(self.trades, spans.trades, 1),
+                      moved(self.aggs, spans.aggs, 1), self.time_ms + spans.time_ms)
+
+    def apply(self, r: Record) -> bytes:
+        """The record's message with this pass's ids and times (a Binance combined-stream message)."""
+        env = msgspec.json.decode(r.msg)
+        d = env.get("data") if isinstance(env, dict) else None
+        if not isinstance(d, dict):
+            return r.msg
+        ids, trades = self.ids.get(r.symbol, 0), self.trades.get(r.symbol, 0)
+        for key, by in (("U", ids), ("u", ids), ("t", trades), ("f", trades), ("l", trades),
+                        ("E", self.time_ms), ("T", self.time_ms)):
+            v = d.get(key)
+            if isinstance(v, int) and not isinstance(v, bool) and (v >= 0 or key in "EUu"):
+                d[key] = v + by
+        if r.kind == "aggTrade" and isinstance(d.get("a"), int):
+            d["a"] += self.aggs.get(r.symbol, 0)
+        return _encode(env)
 
 
 def _trade_from_agg(msg: bytes) -> bytes:
