@@ -57,6 +57,7 @@ from gateways.binance.depth_sync import (
 
 log = logging.getLogger(__name__)
 
+MIN_PASS_S = 0.1  # a looping replay starts a pass at most this often
 ALPACA_STREAM = "alpaca"  # the envelope `stream` of Alpaca frames handed to the protocol modules
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -588,9 +589,12 @@ class ReplayDriver:
         log.info("replay: serving %d records of %s at %s%s", n, self.recording.symbols,
                  "full speed" if not self.speed else f"{self.speed:g}x", ", looping" if self.loop else "")
         while True:
+            began = loop.time()
             await self._serve_pass(n)
             if not (self.loop and n and ex.running):
                 break
+            # A recording of a few messages (or without receive times) would otherwise loop as fast as the CPU allows.
+            await asyncio.sleep(max(0.0, MIN_PASS_S - (loop.time() - began)))
             self.next_pass()
             log.info("replay: pass %d", self.passes + 1)
         if self.position >= n:
