@@ -57,6 +57,15 @@ async def synced_feed(ex, http: str, ws: str, **feed_kw):
     return market, handler, feed, task
 
 
+async def more_data(handler: BinanceMarketHandler, what: str) -> None:
+    """Wait until the books have taken a few more depth events."""
+    def applied() -> int:
+        return sum(handler.symbols[s].stats()["applied"] for s in NAMES)
+
+    before = applied()
+    await wait_until(lambda: applied() > before + 5, 5, what)
+
+
 def assert_books_equal(ex, handler) -> None:
     for s in NAMES:
         venue_bids, venue_asks = ex.markets[s].book_levels()
@@ -138,9 +147,7 @@ def test_the_old_connection_is_closed_only_after_the_switch():
             await wait_until(lambda: feed.counters["handover_failures"] >= 1, 5, "a failed handover")
             feed.ws_url = good_url
             feed.max_connection_age_s = 3600.0
-            before = sum(handler.symbols[s].stats()["applied"] for s in NAMES)
-            await wait_until(lambda: sum(handler.symbols[s].stats()["applied"] for s in NAMES) > before + 5, 5,
-                             "data on the old connection")
+            await more_data(handler, "data on the old connection")
             await feed.stop()
             await asyncio.wait_for(task, 5)
             return synced_during, handler, feed
@@ -162,9 +169,7 @@ def test_a_server_shutdown_notice_switches_connections_before_the_venue_closes_t
             assert market.announce_shutdown(close_after_s=2.0) == 1
             await wait_until(lambda: feed.counters["handovers"] == 1 and len(market.conns) == 1, 5, "the switch")
             await asyncio.sleep(2.2)  # past the venue's close of the old connection
-            before = sum(handler.symbols[s].stats()["applied"] for s in NAMES)
-            await wait_until(lambda: sum(handler.symbols[s].stats()["applied"] for s in NAMES) > before + 5, 5,
-                             "data on the new connection")
+            await more_data(handler, "data on the new connection")
             await feed.stop()
             await asyncio.wait_for(task, 5)
             return handler, feed, market
