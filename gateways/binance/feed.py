@@ -197,16 +197,18 @@ class BinanceFeed:
         self.counters["connects"] += 1
         return ws
 
-    def _on_frame(self, data: bytes | str, recv_ns: int) -> None:
-        if is_server_shutdown(data):  # read during a handover: the switch is already under way
+    def _on_frame(self, data: bytes | str, recv_ns: int) -> bool:
+        """Hand one frame to the handler; True for the venue's shutdown notice (counted, not market data)."""
+        if is_server_shutdown(data):
             self.counters["shutdown_notices"] += 1
-            return
+            return True
         if self.recorder is not None:
             self.recorder.record("ws", data, recv_ns)
         self.counters["messages"] += 1
         self.handler.on_message(data, recv_ns)
         self._request_snapshots()
         self.on_update()
+        return False
 
     async def _connection(self) -> None:
         ws = await self._open()
@@ -245,14 +247,12 @@ class BinanceFeed:
                     log.warning("binance feed: no message for %.0f s; reconnecting", self.idle_timeout_s)
                     return
                 if msg.type == aiohttp.WSMsgType.TEXT or msg.type == aiohttp.WSMsgType.BINARY:
-                    if is_server_shutdown(msg.data):
+                    if (self._overlap is None or not self._already_have(msg.data)) and \
+                            self._on_frame(msg.data, time.time_ns()):
                         # The venue will drop this connection soon: switch now, make-before-break.
-                        self.counters["shutdown_notices"] += 1
                         log.info("binance feed: the venue announced a server shutdown; switching connections")
                         opened, retry_at = time.monotonic() - self.max_connection_age_s, 0.0
                         continue
-                    if self._overlap is None or not self._already_have(msg.data):
-                        self._on_frame(msg.data, time.time_ns())
                     if not got_message:
                         got_message = True
                         self.backoff.reset()
