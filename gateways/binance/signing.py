@@ -19,10 +19,11 @@ SIGNATURE = "signature"
 
 def encode_params(params: Iterable[tuple[str, object]]) -> str:
     """`k=v&...` in the given order, values percent-encoded as Binance expects (no '+' for spaces)."""
-    return "&".join(f"{k}={quote(_fmt(v), safe='-_.~')}" for k, v in params)
+    return "&".join(f"{k}={quote(param_text(v), safe='-_.~')}" for k, v in params)
 
 
-def _fmt(v: object) -> str:
+def param_text(v: object) -> str:
+    """A parameter's value as Binance writes it: booleans as `true` / `false`, the rest as `str`."""
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)

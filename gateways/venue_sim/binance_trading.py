@@ -39,7 +39,7 @@ from aiohttp import WSMsgType, web
 
 from cluster.messages import BookUpdate, ExecutionReport, Order, OrderStatus, OrderType, Side, TimeInForce
 from gateways.binance.filters import ExchangeFilters, FilterRejected, fmt_decimal
-from gateways.binance.signing import payload_of, verify_ed25519, verify_hmac
+from gateways.binance.signing import param_text, payload_of, verify_ed25519, verify_hmac
 from gateways.paper import IOC_REMAINDER, PaperVenue
 from gateways.venue_sim.exchange import SimExchange
 
@@ -101,13 +101,6 @@ class Account:
 
 def _err(status: int, code: int, msg: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"code": code, "msg": msg}, status=status, headers=headers)
-
-
-def _param_str(v: Any) -> str:
-    """A JSON parameter as the venue writes it into the signature payload."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
 
 
 def _num(x: float) -> str:
@@ -588,7 +581,7 @@ class BinanceTradingSim:
         for name in ("timestamp", "signature"):
             if not params.get(name):
                 return error(400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
-        payload = "&".join(f"{k}={_param_str(v)}" for k, v in sorted(params.items()) if k != "signature")
+        payload = "&".join(f"{k}={param_text(v)}" for k, v in sorted(params.items()) if k != "signature")
         sig = str(params["signature"])
         ok = verify_ed25519(acct.public_key_pem, payload, sig) if acct.public_key_pem else \
             verify_hmac(acct.secret, payload, sig)
