@@ -156,13 +156,10 @@ class ExposureBook:
             sh = (pos - e.sells) * price
             a = -lg if lg < 0.0 else lg
             c = -sh if sh < 0.0 else sh
-            e.gross = gr = a if a > c else c
+            e.gross = a if a > c else c
             e.long = lg
             e.short = sh
-            if len(b.entries) == 1:  # `resum` of a bucket holding only this entry, without the call
-                b.gross, b.long, b.short = 0 + gr, 0 + lg, 0 + sh
-            else:
-                b.resum()
+            b.resum()
 
     def clear(self) -> None:
         prices = self.prices
