@@ -717,7 +717,7 @@ class _Shift:
         for key, by in (("U", ids), ("u", ids), ("t", trades), ("f", trades), ("l", trades),
                         ("E", self.time_ms), ("T", self.time_ms)):
             v = d.get(key)
-            if isinstance(v, int) and not isinstance(v, bool) and (v >= 0 or key in "EUu"):
+            if isinstance(v, int) and not isinstance(v, bool) and v >= 0:  # -1: no such trade
                 d[key] = v + by
         if r.kind == "aggTrade" and isinstance(d.get("a"), int):
             d["a"] += self.aggs.get(r.symbol, 0)
