@@ -139,6 +139,37 @@ def test_market_data_reader_errors_and_single_file(tmp_path):
     assert evs[0].bids == [(8.0, 1.0)] and evs[1].bids == [(9.0, 1.0), (8.5, 2.0)] and evs[0].venue == "paper"
 
 
+def test_frames_to_events_levels_order_and_defaults():
+    """A null anywhere in a level ends that side there (deeper levels are dropped); a level missing as a column
+    ends every row's side; at one time trades come before books, then each file's row order; optional columns
+    take their defaults; a book or trade without a time is refused by name."""
+    from strategies.market_data import MarketDataError
+
+    books = pl.DataFrame({
+        "ts_ns": [5, 5, 3], "symbol": ["X", "Y", "X"], "venue": ["binance", None, "binance"],
+        "bid_px_0": [9.0, 19.0, 8.0], "bid_qty_0": [1.0, 1.0, 1.0],
+        "bid_px_1": [8.5, 18.5, 7.5], "bid_qty_1": [None, 2.0, 2.0],
+        "bid_px_2": [8.0, 18.0, 7.0], "bid_qty_2": [3.0, 3.0, 3.0],
+        "ask_px_0": [10.0, 20.0, 9.0], "ask_qty_0": [1.0, 1.0, 1.0],
+        "ask_px_2": [11.0, 21.0, 10.0], "ask_qty_2": [1.0, 1.0, 1.0],  # no ask level 1: asks end at level 0
+    })
+    trades = pl.DataFrame({"ts_ns": [5, 4], "symbol": ["X", "X"], "price": [9.5, 9.0], "qty": [0.1, 0.2]})
+    evs = frames_to_events(books, trades)
+    assert [(type(e).__name__, e.receive_ts_ns) for e in evs] == [
+        ("BookUpdate", 3), ("Trade", 4), ("Trade", 5), ("BookUpdate", 5), ("BookUpdate", 5)]
+    x3, t4, t5, x5, y5 = evs
+    assert x5.bids == [(9.0, 1.0)] and y5.bids == [(19.0, 1.0), (18.5, 2.0), (18.0, 3.0)]
+    assert x3.asks == [(9.0, 1.0)] and x5.venue == "binance" and y5.venue == "paper"
+    assert (x3.seq, x5.seq, y5.seq) == (3, 1, 2)  # no seq column: the row number from 1
+    assert x5.exchange_ts_ns == 5 and t4.trade_id == "1" and t4.aggressor is Side.BUY and t5.price == 9.5
+    (only_y,) = frames_to_events(books, None, symbols=["Y"])
+    assert (only_y.symbol, only_y.bids, only_y.asks) == ("Y", y5.bids, y5.asks)
+    with pytest.raises(MarketDataError, match="books: ts_ns has nulls"):
+        frames_to_events(books.with_columns(pl.Series("ts_ns", [1, None, 2])))
+    with pytest.raises(MarketDataError, match="trades: ts_ns has nulls"):
+        frames_to_events(books, trades.with_columns(pl.Series("ts_ns", [None, 4])))
+
+
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     code = main(args)
     out = capsys.readouterr()
