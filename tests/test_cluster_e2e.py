@@ -7,7 +7,6 @@ the shutdown leaves no order open.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,6 +19,7 @@ from cluster.cli import main as cli_main
 from cluster.config import parse_config
 from cluster.launch import ClusterRun
 from cluster.portfolio import Portfolio
+from tests.cli_output import json_output
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def test_paper_cluster_end_to_end(ray_session, redis_url, tmp_path, capsys):
 
         # status reads the running cluster from Redis.
         assert cli_main(["status", "--config", cfg_path, "--json"]) == 0
-        status = json.loads(capsys.readouterr().out)
+        status = json_output(capsys.readouterr().out)
         assert set(status["actors"]) >= {"risk", "gateway:paper", "strategy:mm"}
         assert status["fills"] > 0 and status["positions"]
 

@@ -12,6 +12,7 @@ import yaml
 from cluster.cli import main
 from cluster.config import parse_config
 from strategies.sweep import GridError, expand_grid, parse_grid, run_one
+from tests.cli_output import json_output
 from tests.test_backtest import small_config
 
 
@@ -87,7 +88,7 @@ def test_params_set_changes_a_running_strategy(ray_session, tmp_path, capsys):
         assert main(["params", "set", "obi", "persistence", "2", "--config", str(cfg_file)]) == 2
         assert "persistence" in capsys.readouterr().err
         assert main(["params", "get", "obi", "--config", str(cfg_file)]) == 0
-        shown = json.loads(capsys.readouterr().out)
+        shown = json_output(capsys.readouterr().out)
         assert shown["threshold"] == 0.35 and shown["persistence"] == 3
     finally:
         ray.kill(actor, no_restart=True)
