@@ -17,6 +17,7 @@ from cluster.messages import BookUpdate, OrderIntent, Side, TimeInForce
 from strategies.backtest import BacktestEngine, max_drawdown, sharpe_ratio, strategies_from_config
 from strategies.base import Strategy
 from strategies.market_data import frames_to_events, load_events, read_frames, sim_events, write_parquet
+from tests.cli_output import json_output
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = 1_704_067_200 * 10**9
@@ -223,7 +224,7 @@ def test_research_pairs_ranks_the_cointegrated_pair_first(tmp_path, capsys):
     pl.DataFrame(rows).write_parquet(tmp_path / "rec" / "books.parquet")
     code, out, err = run_cli(["research", "pairs", "--data", str(tmp_path / "rec"), "--json"], capsys)
     assert code == 0, err
-    ranked = json.loads(out)
+    ranked = json_output(out)
     assert len(ranked) == 3
     top = ranked[0]
     assert {top["y"], top["x"]} == {"AAA", "BBB"} and top["p_value"] < 0.01

@@ -16,6 +16,7 @@ from cluster.cli import main as cli_main
 from cluster.config import RiskLimits, RiskSection, SymbolSection
 from cluster.messages import ExecutionReport, Fill, OrderIntent, OrderStatus, Side
 from cluster.state_store import StateStore
+from tests.cli_output import json_output
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +88,7 @@ def test_status_shows_each_scopes_drawdown_as_risk_wrote_it(redis_url, tmp_path,
     cfg.write_text(yaml.safe_dump(data))
 
     assert cli_main(["status", "--json", "--config", str(cfg)]) == 0
-    dd = json.loads(capsys.readouterr().out)["risk"]["drawdowns"]
+    dd = json_output(capsys.readouterr().out)["risk"]["drawdowns"]
     assert list(dd) == ["strategy:mm", "venue:paper"]  # sorted, `global` is the top-level equity/peak/drawdown
     assert dd["strategy:mm"]["peak_equity"] == pytest.approx(1100) and dd["strategy:mm"]["equity"] == pytest.approx(1050)
     assert dd["strategy:mm"]["drawdown_pct"] == pytest.approx(100 * 50 / 1100, abs=1e-4)
@@ -110,6 +111,6 @@ def test_status_without_scope_drawdowns_prints_no_drawdown_lines(redis_url, tmp_
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(data))
     assert cli_main(["status", "--json", "--config", str(cfg)]) == 0
-    assert json.loads(capsys.readouterr().out)["risk"]["drawdowns"] == {}
+    assert json_output(capsys.readouterr().out)["risk"]["drawdowns"] == {}
     assert cli_main(["status", "--config", str(cfg)]) == 0
     assert "risk: drawdown " not in capsys.readouterr().out

@@ -25,6 +25,7 @@ from cluster.messages import (
 )
 from cluster.state_store import StateStore
 from risk.trading_state import TradingState, TradingStatus, encode_status
+from tests.cli_output import json_output
 
 SYMS = [SymbolSection(symbol="BTCUSDT", venue="paper", price=100.0, lot_size=0.001)]
 
@@ -177,7 +178,7 @@ def test_limits_cli_validates_audits_and_the_actor_logic_applies_it(redis_url, t
     assert cli_main(["limits", "state", "strategy:nope", "halted", "--config", cfg]) == 2
     capsys.readouterr()
     assert cli_main(["status", "--json", "--config", cfg]) == 0
-    status = json.loads(capsys.readouterr().out)
+    status = json_output(capsys.readouterr().out)
     assert status["risk"]["trading_states"]["strategy:mm"]["state"] == "reducing"
     assert status["decisions"]["orders_submitted"] == 0
 
