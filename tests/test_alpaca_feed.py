@@ -106,7 +106,7 @@ def test_auth_failure_is_counted_and_retried():
             handler = AlpacaMarketHandler("alpaca", ["AAPL"])
             feed = AlpacaFeed(handler, ws_url, key="", secret="", backoff=Backoff(0.01, 0.05, rng=random.Random(0)))
             task = asyncio.get_running_loop().create_task(feed.run())
-            await wait_until(lambda: feed.counters["auth_failures"] >= 2, 5, "auth failures")
+            await wait_until(lambda: feed.counters["auth_failures"] >= 2, 20, "auth failures")
             await feed.stop()
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

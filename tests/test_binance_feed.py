@@ -53,7 +53,7 @@ async def synced_feed(ex, http: str, ws: str, **feed_kw):
     handler = BinanceMarketHandler("paper", NAMES, book_depth=5)
     feed = BinanceFeed(handler, http, ws, backoff=Backoff(base_s=0.02, cap_s=0.2, rng=random.Random(1)), **feed_kw)
     task = asyncio.get_running_loop().create_task(feed.run())
-    await wait_until(lambda: all(handler.symbols[s].sync.state is SyncState.SYNCED for s in NAMES), 10, "sync")
+    await wait_until(lambda: all(handler.symbols[s].sync.state is SyncState.SYNCED for s in NAMES), 30, "sync")
     return market, handler, feed, task
 
 
@@ -135,16 +135,16 @@ def test_the_old_connection_is_closed_only_after_the_switch():
         async with running_sim(updates_per_second=50) as (ex, http, ws):
             market, handler, feed, task = await synced_feed(ex, http, ws, handover_overlap_s=0.5)
             feed.max_connection_age_s = 0.0  # due now
-            await wait_until(lambda: len(market.conns) == 2, 5, "the second connection")
+            await wait_until(lambda: len(market.conns) == 2, 20, "the second connection")
             # Both open: the old one is still the one read, and the books are still synced.
             synced_during = all(handler.symbols[s].sync.state is SyncState.SYNCED for s in NAMES)
             feed.max_connection_age_s = 3600.0
-            await wait_until(lambda: feed.counters["handovers"] == 1 and len(market.conns) == 1, 5, "the switch")
+            await wait_until(lambda: feed.counters["handovers"] == 1 and len(market.conns) == 1, 20, "the switch")
             # A new connection that fails: the old one stays in use.
             good_url = feed.ws_url
             feed.ws_url = "ws://127.0.0.1:9"  # nothing listens there
             feed.max_connection_age_s = 0.0
-            await wait_until(lambda: feed.counters["handover_failures"] >= 1, 5, "a failed handover")
+            await wait_until(lambda: feed.counters["handover_failures"] >= 1, 20, "a failed handover")
             feed.ws_url = good_url
             feed.max_connection_age_s = 3600.0
             await more_data(handler, "data on the old connection")
@@ -167,7 +167,7 @@ def test_a_server_shutdown_notice_switches_connections_before_the_venue_closes_t
         async with running_sim(updates_per_second=50) as (ex, http, ws):
             market, handler, feed, task = await synced_feed(ex, http, ws, handover_overlap_s=0.2)
             assert market.announce_shutdown(close_after_s=2.0) == 1
-            await wait_until(lambda: feed.counters["handovers"] == 1 and len(market.conns) == 1, 5, "the switch")
+            await wait_until(lambda: feed.counters["handovers"] == 1 and len(market.conns) == 1, 20, "the switch")
             await asyncio.sleep(2.2)  # past the venue's close of the old connection
             await more_data(handler, "data on the new connection")
             await feed.stop()
@@ -241,7 +241,7 @@ def test_garbage_on_the_wire_never_crashes_the_feed():
             handler = BinanceMarketHandler("binance", ["BTCUSDT"], book_depth=5)
             feed = BinanceFeed(handler, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}")
             task = asyncio.get_running_loop().create_task(feed.run())
-            await wait_until(lambda: handler.symbols["BTCUSDT"].sync.state is SyncState.SYNCED, 5, "sync")
+            await wait_until(lambda: handler.symbols["BTCUSDT"].sync.state is SyncState.SYNCED, 20, "sync")
             await feed.stop()
             await asyncio.wait_for(task, 5)
             return handler
@@ -324,7 +324,7 @@ def test_feed_runs_against_a_url_that_refuses_connections():
         feed = BinanceFeed(handler, "http://127.0.0.1:9", "ws://127.0.0.1:9",
                            backoff=Backoff(base_s=0.01, cap_s=0.05))
         task = asyncio.get_running_loop().create_task(feed.run())
-        await wait_until(lambda: feed.counters["disconnects"] >= 3, 5, "retries")
+        await wait_until(lambda: feed.counters["disconnects"] >= 3, 20, "retries")
         await feed.stop()
         await asyncio.wait_for(task, 5)
         return feed
@@ -354,7 +354,7 @@ def test_feed_service_publishes_network_books_to_subscribers():
                               {"protocol": "binance", "rest_url": http, "ws_url": ws})
             svc.subscribe("strategy:x", object(), NAMES)
             task = asyncio.get_running_loop().create_task(svc.client.run())
-            await wait_until(lambda: (svc.pump(time.time_ns()) or True) and len(svc.marks(0)) == 2, 10, "marks")
+            await wait_until(lambda: (svc.pump(time.time_ns()) or True) and len(svc.marks(0)) == 2, 30, "marks")
             await svc.client.stop()
             await asyncio.wait_for(task, 5)
             return svc

@@ -95,7 +95,7 @@ def test_order_cancel_all_and_flatten_through_risk(ray_session, redis_url, tmp_p
         # cancel-all cancels the resting order.
         assert cli_main(["cancel-all", "--venue", "paper", "--config", path]) == 0
         assert "paper: cancel requested for 1 order(s)" in capsys.readouterr().out
-        wait_for(lambda: store.open_orders("paper") == [], 10, "the resting order to be canceled")
+        wait_for(lambda: store.open_orders("paper") == [], 30, "the resting order to be canceled")
         assert store.load_order(coid).status is OrderStatus.CANCELED
 
         # flatten sells the position back to zero, through risk, in whole lots (the notional order bought off the
@@ -106,7 +106,7 @@ def test_order_cancel_all_and_flatten_through_risk(ray_session, redis_url, tmp_p
         assert cli_main(["flatten", "--config", path]) == 0
         out = capsys.readouterr().out
         assert f"BTCUSDT sell {whole:g}" in out and ": filled" in out
-        wait_for(lambda: net(store, "BTCUSDT") == pytest.approx(0.02 + bought - whole), 10, "a flat position")
+        wait_for(lambda: net(store, "BTCUSDT") == pytest.approx(0.02 + bought - whole), 30, "a flat position")
         manual_fills = [f for f in store.journal_fills() if f.strategy == MANUAL_STRATEGY]
         assert sum(f.qty for f in manual_fills if f.side.value == "buy") == pytest.approx(0.02 + bought)
         assert sum(f.qty for f in manual_fills if f.side.value == "sell") == pytest.approx(whole)

@@ -71,7 +71,7 @@ def test_paper_cluster_end_to_end(ray_session, redis_url, tmp_path, capsys):
 
         # The kill switch: resting orders are canceled, new orders refused with its reason.
         assert cli_main(["kill-switch", "on", "--config", cfg_path]) == 0
-        wait_for(lambda: run.store.open_orders() == [], 10, "resting orders canceled by the kill switch")
+        wait_for(lambda: run.store.open_orders() == [], 30, "resting orders canceled by the kill switch")
         rejected_before = run.store.stats().get("rejected:kill_switch", 0)
         wait_for(lambda: run.store.stats().get("rejected:kill_switch", 0) > rejected_before, 15,
                  "orders refused with reason kill_switch")

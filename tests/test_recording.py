@@ -24,7 +24,7 @@ def record_session(path) -> BinanceMarketHandler:
             with RawRecorder(path) as rec:
                 feed = BinanceFeed(handler, http, ws, recorder=rec)
                 task = asyncio.get_running_loop().create_task(feed.run())
-                await wait_until(lambda: all(handler.symbols[s].stats()["applied"] > 10 for s in NAMES), 10, "data")
+                await wait_until(lambda: all(handler.symbols[s].stats()["applied"] > 10 for s in NAMES), 30, "data")
                 await feed.stop()
                 await asyncio.wait_for(task, 5)
             return handler

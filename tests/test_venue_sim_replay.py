@@ -234,7 +234,7 @@ def test_alpaca_clients_get_the_replayed_market(recording):
             task = asyncio.get_running_loop().create_task(feed.run())
             await wait_until(lambda: ex.replay.finished, 20, "the end of the replay")
             bids, asks = ex.markets["BTCUSDT"].book_levels()
-            await wait_until(lambda: handler.symbols["BTCUSDT"].book.top(1) == (bids[:1], asks[:1]), 10, "quote")
+            await wait_until(lambda: handler.symbols["BTCUSDT"].book.top(1) == (bids[:1], asks[:1]), 30, "quote")
             await feed.stop()
             await asyncio.wait_for(task, 5)
             return handler
