@@ -11,6 +11,9 @@ A grid file (YAML) names the strategy of the config to sweep and the values to t
 Every parameter set is validated by the strategy class before anything runs. The market data is
 loaded (or simulated) once by the driver, put in Ray's object store once, and every task replays
 that same data, so the tasks differ only by their parameters and each result is deterministic.
+Ray runs the tasks in a few worker processes, each reused task after task; a worker builds the
+events from the frames once (the longer half of a backtest from Parquet) and replays them for every
+parameter set it is given. Events are immutable messages, and no backtest changes them.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import polars as pl
 
 from cluster.config import ClusterConfig
 from strategies.backtest import BacktestEngine, strategies_from_config
-from strategies.base import StrategyParamError
-from strategies.market_data import frames_to_events
+from strategies.base import Strategy, StrategyParamError
+from strategies.market_data import Event, frames_to_events
 
 METRICS = ("pnl", "sharpe", "max_drawdown", "trades", "fees", "volume", "orders", "rejected")
 
@@ -82,9 +85,35 @@ def run_one(cfg: ClusterConfig, frames: tuple[pl.DataFrame, pl.DataFrame | None]
     """One backtest of `strategy` with `params` over the frames; the summary row of the result table."""
     strategies = strategies_from_config(cfg, only=[strategy], overrides={strategy: dict(params)})
     events = frames_to_events(frames[0], frames[1], strategies[0].symbols)
+    return _row(cfg, strategies, events, strategy, params, use_risk)
+
+
+def _row(cfg: ClusterConfig, strategies: list[Strategy], events: list[Event], strategy: str,
+         params: Mapping[str, Any], use_risk: bool) -> dict[str, Any]:
     result = BacktestEngine(cfg, strategies=strategies, use_risk=use_risk).run(events)
     stats = result.summary["strategies"][strategy]
     return {**dict(params), **{m: stats[m] for m in METRICS}}
+
+
+# The events this worker process last built: ((frames object id, symbols), events). See the module docstring.
+_built: tuple[tuple[str, tuple[str, ...]], list[Event]] | None = None
+
+
+def run_in_worker(cfg: ClusterConfig, frames_box: list[Any], strategy: str, params: Mapping[str, Any],
+                  use_risk: bool = True) -> dict[str, Any]:
+    """`run_one` as a sweep task: `frames_box` holds the frames' ObjectRef (a ref inside a list reaches the task
+    unresolved), whose id says whether this process has built these events already."""
+    import ray
+
+    global _built
+    ref = frames_box[0]
+    strategies = strategies_from_config(cfg, only=[strategy], overrides={strategy: dict(params)})
+    key = (ref.hex(), tuple(strategies[0].symbols))
+    if _built is None or _built[0] != key:
+        _built = None  # the previous data can go before the next is built
+        books, trades = ray.get(ref)
+        _built = (key, frames_to_events(books, trades, list(key[1])))
+    return _row(cfg, strategies, _built[1], strategy, params, use_risk)
 
 
 def run_sweep(cfg: ClusterConfig, frames: tuple[pl.DataFrame, pl.DataFrame | None], grid: Grid,
@@ -92,11 +121,11 @@ def run_sweep(cfg: ClusterConfig, frames: tuple[pl.DataFrame, pl.DataFrame | Non
     """Run every parameter set as a Ray task (Ray must be initialized); rows in grid order."""
     import ray
 
-    task = ray.remote(num_cpus=1)(run_one)
+    task = ray.remote(num_cpus=1)(run_in_worker)
     combos = expand_grid(grid.params)
     cfg_ref = ray.put(cfg)
-    frames_ref = ray.put(frames)
-    refs = [task.remote(cfg_ref, frames_ref, grid.strategy, combo, use_risk) for combo in combos]
+    frames_box = [ray.put(frames)]
+    refs = [task.remote(cfg_ref, frames_box, grid.strategy, combo, use_risk) for combo in combos]
     index = {r: i for i, r in enumerate(refs)}
     rows: list[dict[str, Any] | None] = [None] * len(refs)
     waiting = list(refs)

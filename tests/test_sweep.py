@@ -66,6 +66,28 @@ def test_sweep_runs_as_ray_tasks_and_matches_single_backtests(ray_session, tmp_p
     assert table["trades"].max() > 0 and table["trades"].n_unique() > 1
 
 
+def test_a_sweep_worker_builds_the_events_once_per_data(ray_session, tmp_path, monkeypatch):
+    """A worker given the same frames again replays the events it built; other frames (or symbols) are built anew.
+    The rows are those of a backtest run alone."""
+    import ray
+
+    import strategies.sweep as sweep
+    from cluster.commands.backtest import load_frames
+
+    cfg = parse_config(small_config(tmp_path))
+    frames = load_frames(cfg, "sim", 10, ["ETHUSDT", "BNBUSDT"])
+    builds = []
+    real = sweep.frames_to_events
+    monkeypatch.setattr(sweep, "frames_to_events", lambda *a: builds.append(a[2]) or real(*a))
+    monkeypatch.setattr(sweep, "_built", None)
+    box = [ray.put(frames)]
+    rows = [sweep.run_in_worker(cfg, box, "obi", {"threshold": t}) for t in (0.1, 0.3)]
+    assert len(builds) == 1
+    assert rows == [run_one(cfg, frames, "obi", {"threshold": t}) for t in (0.1, 0.3)]
+    sweep.run_in_worker(cfg, [ray.put(frames)], "obi", {"threshold": 0.1})  # the same data put again: a new object
+    assert len(builds) == 4  # (the two run_one calls above build their own)
+
+
 def test_params_set_changes_a_running_strategy(ray_session, tmp_path, capsys):
     import ray
 
