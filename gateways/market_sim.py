@@ -40,6 +40,7 @@ _P_FILL = 0.7  # chance an empty tick near the touch gets a level when a side is
 _QTY_SIGMA = 0.6
 _BASE_NOTIONAL = 2_000.0  # quote value of a touch level on average
 _DEPTH_GROWTH = 0.12  # quantity grows by this fraction per level away from the touch
+_FMT_CACHE = 50_000  # decimal strings a grid keeps
 
 
 def derive_seed(seed: int, symbol: str) -> int:
@@ -55,9 +56,13 @@ def _decimals(step: float) -> int:
 
 
 class _Grid:
-    """Integer multiples of a step size <-> exact decimal strings."""
+    """Integer multiples of a step size <-> exact decimal strings.
 
-    __slots__ = ("step", "decimals", "unit", "scale")
+    `fmt` runs for every level of every simulated update, and the same few hundred ticks and lot counts come
+    back again and again, so each string is made once (the cache starts over past `_FMT_CACHE` entries).
+    """
+
+    __slots__ = ("step", "decimals", "unit", "scale", "_strings")
 
     def __init__(self, step: float, what: str) -> None:
         if not (0.0 < step < math.inf):
@@ -68,12 +73,17 @@ class _Grid:
         self.unit = round(step * self.scale)  # the step in units of 10**-decimals
         if self.unit <= 0:
             raise ValueError(f"{what} {step!r} is too small")
+        self._strings: dict[int, str] = {}
 
     def fmt(self, n: int) -> str:
-        v = n * self.unit
-        if not self.decimals:
-            return str(v)
-        return f"{v // self.scale}.{v % self.scale:0{self.decimals}d}"
+        text = self._strings.get(n)
+        if text is None:
+            v = n * self.unit
+            text = str(v) if not self.decimals else f"{v // self.scale}.{v % self.scale:0{self.decimals}d}"
+            if len(self._strings) >= _FMT_CACHE:
+                self._strings.clear()
+            self._strings[n] = text
+        return text
 
     def value(self, n: int) -> float:
         return n * self.unit / self.scale

@@ -224,3 +224,18 @@ def test_messages_decode_with_msgspec_like_the_feed() -> None:
         env = dec.decode(raw)
         if env.stream.endswith("@depth@100ms"):
             assert parse_depth_message(bytes(env.data)).s == "BTCUSDT"
+
+
+def test_grid_strings_are_exact_decimals_cached_or_not(monkeypatch):
+    """The same string for a tick whether it is made or taken from the cache, also after the cache starts over."""
+    import gateways.market_sim as market_sim
+
+    monkeypatch.setattr(market_sim, "_FMT_CACHE", 7)
+    for step, expect in ((0.01, {0: "0.00", 1: "0.01", 12345: "123.45", 100: "1.00"}),
+                         (0.5, {3: "1.5", 4: "2.0"}), (10.0, {3: "30"}), (1e-05, {123: "0.00123"})):
+        grid = market_sim._Grid(step, "tick_size")
+        for _ in range(3):  # made, then cached, then made again after the cache was cleared by the loop below
+            assert {n: grid.fmt(n) for n in expect} == expect
+            for n in range(1000, 1010):
+                assert grid.fmt(n) == grid.fmt(n)
+            assert len(grid._strings) <= 7
