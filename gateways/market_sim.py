@@ -192,11 +192,11 @@ class SimulatedMarket:
         kept = sorted((t for t in levels if (t - touch) * direction >= 0), key=lambda t: (t - touch) * direction)
         out: dict[int, int] = {}
         if kept:
-            u = rng.random((len(kept), 2))
-            for i, t in enumerate(kept):
-                if t != touch and u[i, 0] < _P_CANCEL:
+            draws = rng.random((len(kept), 2)).tolist()  # plain floats: indexing an array per level costs more
+            for t, (cancel, resize) in zip(kept, draws, strict=True):
+                if t != touch and cancel < _P_CANCEL:
                     continue
-                out[t] = self._qty(abs(t - touch)) if u[i, 1] < _P_RESIZE else levels[t]
+                out[t] = self._qty(abs(t - touch)) if resize < _P_RESIZE else levels[t]
         if touch not in out:
             out[touch] = self._qty(0)
         # Walk out from the touch: keep surviving levels, fill empty ticks (nearest first) until the side has
