@@ -109,6 +109,8 @@ class AlpacaMarketSim:
         self.exchange = exchange
         self.conns: set[_Conn] = set()
         self.bars: dict[str, _Bar] = {}
+        # symbol -> its replayed book's (snapshot loads, skipped diffs) when order-book subscribers last had it whole
+        self.book_marks: dict[str, tuple[int, int]] = {}
         self.bar_interval_s = BAR_INTERVAL_S
         self.auth_timeout_s = AUTH_TIMEOUT_S
         exchange.add_listener(self.on_tick)
@@ -127,7 +129,7 @@ class AlpacaMarketSim:
         if not self.conns:
             return
         now = self.exchange.clock_ms
-        trades_stock, trades_crypto, book_msg, quote = [], [], None, None
+        trades_stock, trades_crypto, book_msgs, quote = [], [], [], None
         recorded: list[tuple[str, bytes]] = []  # Alpaca frames of a replayed recording: (channel, item)
         for raw in msgs:
             env = _envelope.decode(raw)
@@ -146,11 +148,20 @@ class AlpacaMarketSim:
                                       "tks": "S" if t.m else "B"})
                 self._bar_trade(symbol, p, q, t.T)
             elif "@depth" in env.stream:
+                # Every diff, in order: a replay at full speed hands over many per tick, and a client that
+                # missed one would keep a level the venue no longer has.
                 d = _depth.decode(env.data)
-                book_msg = {"T": "o", "S": symbol, "t": rfc3339(d.E),
-                            "b": [{"p": float(p), "s": float(s)} for p, s in d.b],
-                            "a": [{"p": float(p), "s": float(s)} for p, s in d.a]}
-        if book_msg is not None:
+                book_msgs.append({"T": "o", "S": symbol, "t": rfc3339(d.E),
+                                  "b": [{"p": float(p), "s": float(s)} for p, s in d.b],
+                                  "a": [{"p": float(p), "s": float(s)} for p, s in d.a]})
+        # A replayed book reloaded from a snapshot (to bridge a gap in the recording), or one that skipped a stale
+        # recorded diff, is not what the diffs say: order-book subscribers get it whole instead, as Alpaca resets
+        # a book ("r": true).
+        mark = self._book_mark(symbol)
+        if mark != self.book_marks.setdefault(symbol, mark):
+            self.book_marks[symbol] = mark
+            book_msgs = [self._book(symbol, reset=True)]
+        if book_msgs:
             quote = self._quote(symbol, now)
         bar = self._bar_close(symbol, now)
         for conn in list(self.conns):
@@ -161,8 +172,8 @@ class AlpacaMarketSim:
                 out.extend(trades_crypto if conn.crypto else trades_stock)
             if quote is not None and conn.wants("quotes", symbol):
                 out.append(quote if conn.crypto else {**quote, "bx": "V", "ax": "V", "c": ["R"], "z": "C"})
-            if book_msg is not None and conn.crypto and conn.wants("orderbooks", symbol):
-                out.append(book_msg)
+            if book_msgs and conn.crypto and conn.wants("orderbooks", symbol):
+                out.extend(book_msgs)
             if bar is not None and conn.wants("bars", symbol):
                 out.append(bar)
             items = [item for channel, item in recorded
@@ -197,10 +208,18 @@ class AlpacaMarketSim:
                 "vw": b.c, "t": rfc3339(b.start_ms)}
 
     def full_book(self, symbol: str) -> bytes:
+        self.book_marks[symbol] = self._book_mark(symbol)
+        return _encode([self._book(symbol, reset=True)])
+
+    def _book_mark(self, symbol: str) -> tuple[int, int]:
+        counters = getattr(self.exchange.markets.get(symbol), "counters", None)  # a replayed market's
+        return (counters["snapshots"], counters["skipped"]) if counters is not None else (0, 0)
+
+    def _book(self, symbol: str, reset: bool) -> dict:
         snap = _snap.decode(self.exchange.markets[symbol].snapshot(limit=1000))
-        return _encode([{"T": "o", "S": symbol, "t": rfc3339(self.exchange.now_ms()),
-                         "b": [{"p": float(p), "s": float(s)} for p, s in snap.bids],
-                         "a": [{"p": float(p), "s": float(s)} for p, s in snap.asks], "r": True}])
+        return {"T": "o", "S": symbol, "t": rfc3339(self.exchange.now_ms()),
+                "b": [{"p": float(p), "s": float(s)} for p, s in snap.bids],
+                "a": [{"p": float(p), "s": float(s)} for p, s in snap.asks], "r": reset}
 
     # ------------------------------------------------------------------ WebSocket
 
