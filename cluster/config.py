@@ -65,6 +65,9 @@ class MarketSection(Cfg):
     replay_speed: float = 1.0
     # After the last record, start the recording again (ids and times moved on; feeds resync at the seam).
     replay_loop: bool = False
+    # {recorded symbol: configured symbol}: serve a recorded market under another name, e.g. a Binance
+    # BTCUSDT recording as Alpaca's BTC/USD.
+    replay_symbols: dict[str, str] = {}
     seed: int = 7
     updates_per_second: float = 20.0
     depth: int = 20
@@ -148,6 +151,13 @@ class ClusterConfig(Cfg):
             check(bool(specs), "market.replay_path", "market.source is 'replay' but no replay_path is set")
             for _, path in specs:
                 check(Path(path).expanduser().exists(), "market.replay_path", f"no such file or folder: {path}")
+        configured = [s.symbol for s in self.symbols]
+        for recorded, served in m.replay_symbols.items():
+            key = f"market.replay_symbols.{recorded}"
+            check(bool(recorded.strip()), "market.replay_symbols", "a recorded symbol name is empty")
+            check(served in configured, key, f"{served!r} is not a configured symbol; configured: {configured}")
+        served = list(m.replay_symbols.values())
+        check(len(set(served)) == len(served), "market.replay_symbols", "two recorded symbols are served as one")
         rec = self.feeds.record
         check(0 <= rec.depth <= self.feeds.book_depth, "feeds.record.depth",
               f"must be between 0 (= feeds.book_depth) and feeds.book_depth ({self.feeds.book_depth})")

@@ -244,6 +244,65 @@ def test_alpaca_clients_get_the_replayed_market(recording):
     assert handler.symbols["BTCUSDT"].counters["trades"] == len(trades) > 0
 
 
+def test_a_recorded_binance_symbol_is_served_to_alpaca_crypto_clients_under_its_mapped_name(recording):
+    """`replay_symbols` {BTCUSDT: BTC/USD}: Alpaca crypto clients that ask for BTC/USD get the recorded BTCUSDT
+    market (its order book and its trades), and the simulator keeps that book, and matches orders on it, as
+    BTC/USD."""
+    rec = load_recording([str(recording)], rename={"BTCUSDT": "BTC/USD"})
+    assert set(rec.symbols) == {"BTC/USD", "ETHUSDT"} and {r.symbol for r in rec.records} == {"BTC/USD", "ETHUSDT"}
+    direct = _direct_books(recording)
+
+    async def go():
+        symbols = [SymbolSection(symbol="BTC/USD", venue="alpaca", price=60000.0, tick_size=0.1, lot_size=0.0001),
+                   SYMBOLS[1]]
+        async with running_sim(symbols=symbols, replay=rec, replay_speed=0) as (ex, _h, ws):
+            handler = AlpacaMarketHandler("alpaca", ["BTC/USD"])
+            feed = AlpacaFeed(handler, ws, key="k", secret="s")
+            task = asyncio.get_running_loop().create_task(feed.run())
+            await wait_until(lambda: ex.replay.finished, 30, "the end of the replay")
+            venue = ex.markets["BTC/USD"].book_levels()
+            await wait_until(lambda: handler.symbols["BTC/USD"].book.top(5) == (venue[0][:5], venue[1][:5]), 30,
+                             "the order book")
+            await feed.stop()
+            await asyncio.wait_for(task, 5)
+            return ex, handler, venue
+
+    ex, handler, venue = asyncio.run(go())
+    assert "BTCUSDT" not in ex.markets
+    assert venue == direct.symbols["BTCUSDT"].book.top(10_000)  # the recorded market, under its new name
+    trades = [r for r in read_raw(recording) if '"btcusdt@trade"' in r.raw]
+    assert handler.symbols["BTC/USD"].counters["trades"] == len(trades) > 0
+
+
+def test_replay_symbol_mapping_refuses_what_it_cannot_serve(recording, tmp_path):
+    with pytest.raises(ReplayError, match=r"has no \['XRPUSDT'\]"):
+        load_recording([str(recording)], rename={"XRPUSDT": "XRP/USD"})
+    with pytest.raises(ReplayError, match=r"\['ETHUSDT'\] would be served twice"):
+        load_recording([str(recording)], rename={"BTCUSDT": "ETHUSDT"})
+    base = {"venues": {"alpaca": {"type": "alpaca"}}, "symbols": [{"symbol": "BTC/USD", "venue": "alpaca"}],
+            "market": {"source": "replay", "replay_path": str(recording)}}
+    with pytest.raises(ConfigError, match=r"market\.replay_symbols\.BTCUSDT: 'BTC/USDT' is not a configured symbol"):
+        parse_config({**base, "market": {**base["market"], "replay_symbols": {"BTCUSDT": "BTC/USDT"}}})
+    cfg = parse_config({**base, "market": {**base["market"], "replay_symbols": {"BTCUSDT": "BTC/USD"}}})
+    assert cfg.market.replay_symbols == {"BTCUSDT": "BTC/USD"}
+    # The simulator process takes the mapping from the config or from --replay-symbol, and refuses a bad one.
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(f"venues: {{paper: {{}}, alpaca: {{type: alpaca}}}}\n"
+                        f"symbols:\n  - {{symbol: BTC/USD, venue: alpaca}}\n  - {{symbol: ETHUSDT}}\n"
+                        f"market: {{source: replay, replay_path: '{recording}', replay_speed: 0,"
+                        f" replay_symbols: {{BTCUSDT: BTC/USD}}}}\n")
+    cmd = [sys.executable, "-m", "gateways.venue_sim", "--config", str(cfg_file), "--port", "0"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(proc.stdout.readline())
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert set(info["replay"]["symbols"]) == {"BTC/USD", "ETHUSDT"}
+    bad = subprocess.run([*cmd, "--replay-symbol", "BTCUSDT"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "expected RECORDED=SERVED" in bad.stderr
+
+
 def test_an_alpaca_recording_replays_on_the_alpaca_websocket(tmp_path):
     path = tmp_path / "alpaca.jsonl.gz"
     frames = [

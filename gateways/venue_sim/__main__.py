@@ -2,8 +2,9 @@
 
 Prints one JSON line when it listens (`{"event": "listening", "port": ..., ...}`), then serves
 until SIGINT/SIGTERM. Fault flags inject drops, duplicates, reordering, delays, disconnects and
-REST 429/5xx. `--replay FILE [--speed 1|0] [--loop]` (or `market.source: replay` in the config) serves a
-recording instead of the seeded market (`gateways/venue_sim/replay.py`).
+REST 429/5xx. `--replay FILE [--speed 1|0] [--loop] [--replay-symbol RECORDED=SERVED]` (or
+`market.source: replay` in the config) serves a recording instead of the seeded market
+(`gateways/venue_sim/replay.py`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="1 = the recorded pace (default), 2 = twice as fast, 0 = as fast as the feeds read it")
     r.add_argument("--loop", action="store_true", default=None,
                    help="start the recording again after its end (ids and times moved on); default market.replay_loop")
+    r.add_argument("--replay-symbol", action="append", default=None, metavar="RECORDED=SERVED",
+                   help="serve a recorded symbol under another name (e.g. BTCUSDT=BTC/USD for Alpaca clients); "
+                        "repeatable; default market.replay_symbols")
     return p
 
 
@@ -48,13 +52,19 @@ def replay_from_args(args: argparse.Namespace, cfg: Any, exchange: SimExchange) 
     """The replay the flags or the config ask for, or None (the seeded market)."""
     specs = args.replay or (cfg.market.replay_path if cfg.market.source == "replay" else None)
     if not specs:
-        if args.speed is not None or args.loop:
-            raise ValueError("--speed and --loop need --replay (or market.source: replay)")
+        if args.speed is not None or args.loop or args.replay_symbol:
+            raise ValueError("--speed, --loop and --replay-symbol need --replay (or market.source: replay)")
         return None
     speed = cfg.market.replay_speed if args.speed is None else args.speed
     loop = cfg.market.replay_loop if args.loop is None else args.loop
+    rename = dict(cfg.market.replay_symbols)
+    for pair in args.replay_symbol or ():
+        recorded, sep, served = pair.partition("=")
+        if not (sep and recorded and served):
+            raise ValueError(f"--replay-symbol {pair!r}: expected RECORDED=SERVED, e.g. BTCUSDT=BTC/USD")
+        rename[recorded] = served
     only = list(exchange.symbols)
-    recording = load_recording(specs, default_symbol=only[0] if len(only) == 1 else "")
+    recording = load_recording(specs, default_symbol=only[0] if len(only) == 1 else "", rename=rename)
     return ReplayDriver(exchange, recording, speed, loop=loop)
 
 

@@ -39,7 +39,7 @@ import asyncio
 import gzip
 import heapq
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -313,11 +313,15 @@ def _files(path: Path) -> list[Path]:
     return [path]
 
 
-def load_recording(specs: str | Iterable[str], default_symbol: str = "") -> Recording:
+def load_recording(specs: str | Iterable[str], default_symbol: str = "",
+                   rename: Mapping[str, str] | None = None) -> Recording:
     """Read every file of `specs` (paths, folders or `SYMBOL=PATH`) into one time-ordered recording.
 
     Each file keeps its own order; files are merged by timestamp (messages without one, like a
-    bare REST snapshot, keep their place in their file, or come first).
+    bare REST snapshot, keep their place in their file, or come first). `rename` ({recorded symbol:
+    served symbol}) serves a recorded market under another name, e.g. a Binance BTCUSDT recording as
+    Alpaca's BTC/USD: the messages stay as recorded, and the simulator keeps that market's book, feeds
+    the Alpaca streams (which name it BTC/USD) and matches orders on it under the new name.
     """
     from cluster.config import replay_specs
 
@@ -336,7 +340,23 @@ def load_recording(specs: str | Iterable[str], default_symbol: str = "") -> Reco
         if r.ts is None:
             r.ts = first_ts
     symbols = list(dict.fromkeys(r.symbol for r in records))
+    if rename:
+        symbols = _renamed(records, symbols, rename)
     return Recording(records, symbols, skipped, files)
+
+
+def _renamed(records: list[Record], symbols: list[str], rename: Mapping[str, str]) -> list[str]:
+    """Give the records of each renamed symbol its new name (see `load_recording`); the symbols after it."""
+    absent = [s for s in rename if s not in symbols]
+    if absent:
+        raise ReplayError(f"replay symbols: the recording has no {absent}; it has {symbols}")
+    served = [rename.get(s, s) for s in symbols]
+    twice = sorted({s for s in served if served.count(s) > 1})
+    if twice:
+        raise ReplayError(f"replay symbols: {twice} would be served twice (renamed onto another recorded symbol)")
+    for r in records:
+        r.symbol = rename.get(r.symbol, r.symbol)
+    return served
 
 
 # ---------------------------------------------------------------------------------------------- books
