@@ -66,13 +66,14 @@ class GatewayRejected(ValueError):
     """The gateway refused to take an order (malformed, duplicate id, not from risk)."""
 
 
-def make_adapter(venue_name: str, cfg: VenueSection, incarnation: str) -> VenueAdapter:
-    """The adapter for the venue's `type`; API keys are read here, in the process that uses them."""
+def make_adapter(venue_name: str, cfg: VenueSection, incarnation: str, simulated: bool = False) -> VenueAdapter:
+    """The adapter for the venue's `type`. API keys are read here, in the process that uses them: the venue
+    simulator's when `simulated` (the launcher then points `cfg` at the simulator, see `VenueSection.on_simulator`)."""
     if cfg.type == "paper":
         return PaperAdapter(venue_name, cfg.maker_fee_bps, cfg.taker_fee_bps, f"{venue_name}-{incarnation}")
-    from gateways.secrets import load_credentials
+    from gateways.secrets import load_credentials, simulator_credentials
 
-    creds = load_credentials(cfg.type, cfg.secrets_file)
+    creds = simulator_credentials(cfg.type) if simulated else load_credentials(cfg.type, cfg.secrets_file)
     if cfg.type == "binance":
         from gateways.binance.trading import BinanceAdapter
 
@@ -92,12 +93,12 @@ class GatewayService:
 
     def __init__(self, venue_name: str, cfg: VenueSection, store: StateStore, incarnation: str | None = None,
                  adapter: VenueAdapter | None = None,
-                 emit: Callable[[list[ExecutionReport]], None] | None = None) -> None:
+                 emit: Callable[[list[ExecutionReport]], None] | None = None, simulated: bool = False) -> None:
         self.venue_name = venue_name
         self.cfg = cfg
         self.store = store
         self.incarnation = incarnation or uuid.uuid4().hex[:8]
-        self.adapter = adapter or make_adapter(venue_name, cfg, self.incarnation)
+        self.adapter = adapter or make_adapter(venue_name, cfg, self.incarnation, simulated)
         self.adapter.on_reports = self._on_stream_reports
         self.adapter.on_reconnect = lambda: self._spawn(self.reconcile("reconnect"))
         self.adapter.on_limit = self._on_limit
@@ -560,13 +561,14 @@ class GatewayService:
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class GatewayActor:
-    def __init__(self, venue_name: str, cfg: VenueSection, redis_url: str, cluster: str, risk_name: str = "risk"):
+    def __init__(self, venue_name: str, cfg: VenueSection, redis_url: str, cluster: str, risk_name: str = "risk",
+                 simulated: bool = False):
         self.name = f"gateway:{venue_name}"
         self.metrics = GatewayMetrics(venue_name)
         self.tick_to_order_ns: deque[int] = deque(maxlen=100_000)
         self.latency_s = cfg.latency_ms / 1000.0 if cfg.type == "paper" else 0.0
         self.service = GatewayService(venue_name, cfg, StateStore.from_url(redis_url, cluster, timeout_s=1.0),
-                                      emit=self._notify)
+                                      emit=self._notify, simulated=simulated)
         self.service.on_limit = self._notify_limit
         self.risk_name = risk_name
         self.reports = StrategyReportRelay(lookup=lambda n: ray.get_actor(f"strategy:{n}"),

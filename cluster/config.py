@@ -139,6 +139,12 @@ class ClusterConfig(Cfg):
         check(bool(self.venues), "venues", "at least one venue is required")
         for vname, v in self.venues.items():
             v.validate(f"venues.{vname}")
+            # With the built-in market there is no simulator to take a Binance or Alpaca gateway's orders: they
+            # would go to the real venue, priced off simulated books.
+            check(v.type == "paper" or self.market.source != "builtin", f"venues.{vname}.type",
+                  f"a {v.type} venue needs market.source simulator or replay (the simulator takes its orders) or "
+                  "venue (the real venue's market data); with builtin its orders would reach the real venue, "
+                  "priced off simulated books")
         m = self.market
         check(m.updates_per_second > 0, "market.updates_per_second", "must be > 0")
         check(1 <= m.depth <= 1000, "market.depth", "must be between 1 and 1000")

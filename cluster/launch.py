@@ -27,7 +27,7 @@ from actors.feed import FeedActor
 from actors.gateway import GatewayActor
 from actors.risk import RiskActor
 from actors.strategy import StrategyActor
-from cluster.config import ClusterConfig
+from cluster.config import ClusterConfig, VenueSection
 from cluster.placement import SHARD_RESOURCE, FeedGroup, NodeInfo, PlacementPlan, plan_placement, replan_lost
 from cluster.redis_server import EmbeddedRedis
 from cluster.state_store import StateStore
@@ -154,6 +154,15 @@ class ClusterRun:
         except SimulatorStartError as exc:
             raise LaunchError(str(exc)) from None
 
+    def _gateway_venue(self, venue: str) -> tuple[VenueSection, bool]:
+        """A gateway's venue section, and whether it trades on the venue simulator: with the simulator running
+        (market.source simulator or replay) a Binance or Alpaca venue does, with the simulator's keys, never on
+        the real venue."""
+        vcfg = self.cfg.venues[venue]
+        if vcfg.type == "paper" or self.market_sim is None:
+            return vcfg, False
+        return vcfg.on_simulator(self.market_sim.http_url), True
+
     def _start_actors(self) -> None:
         cfg = self.cfg
         self.plan = plan = plan_placement(cfg, alive_nodes())
@@ -161,10 +170,11 @@ class ClusterRun:
         self.risk = RiskActor.options(name=RISK_NAME, get_if_exists=True, scheduling_strategy=pinned(plan.head_node)
                                       ).remote(cfg.risk, cfg.symbols, venues, self.redis_url, cfg.cluster.name)
         for v in venues:
+            vcfg, simulated = self._gateway_venue(v)
             self.gateways[v] = GatewayActor.options(name=f"gateway:{v}", get_if_exists=True,
                                                     scheduling_strategy=pinned(plan.head_node)
-                                                    ).remote(v, cfg.venues[v], self.redis_url, cfg.cluster.name,
-                                                             RISK_NAME)
+                                                    ).remote(v, vcfg, self.redis_url, cfg.cluster.name,
+                                                             RISK_NAME, simulated)
         for g in plan.feeds:
             self._create_feed(g)
         for st in cfg.strategies:

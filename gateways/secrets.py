@@ -63,6 +63,20 @@ def _read_file(path: str) -> Mapping[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
+def simulator_credentials(venue_type: str) -> Credentials:
+    """The keys of the account every venue simulator has (not secrets): what a gateway signs with when the
+    cluster trades on the simulator."""
+    if venue_type == "binance":
+        from gateways.venue_sim.binance_trading import SIM_API_KEY, SIM_API_SECRET
+
+        return Credentials(venue=venue_type, api_key=SIM_API_KEY, api_secret=SIM_API_SECRET)
+    if venue_type == "alpaca":
+        from gateways.venue_sim.alpaca_trading import SIM_KEY_ID, SIM_SECRET_KEY
+
+        return Credentials(venue=venue_type, api_key=SIM_KEY_ID, api_secret=SIM_SECRET_KEY)
+    raise SecretsError(f"venue type {venue_type!r} takes no API keys")
+
+
 def load_credentials(venue_type: str, secrets_file: str = "", env: Mapping[str, str] | None = None) -> Credentials:
     """Keys for `venue_type` ('binance' or 'alpaca'): environment first, then `secrets_file`."""
     if venue_type not in ENV_NAMES:

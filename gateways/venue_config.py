@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import msgspec
+
 from cluster.config_base import Cfg, check
 
 DEFAULT_URLS: dict[str, dict[str, str]] = {
@@ -35,6 +37,14 @@ class VenueSection(Cfg):
     def url(self, name: str) -> str:
         """The configured URL, else the venue's documented default."""
         return getattr(self, name) or DEFAULT_URLS.get(self.type, {}).get(name, "")
+
+    def on_simulator(self, simulator_url: str) -> VenueSection:
+        """This venue as the venue simulator serves it at `simulator_url` (http://host:port): market data and
+        order entry in the venue's own protocol. Where a Binance or Alpaca venue trades when the market is
+        simulated or replayed, so that no order priced off a simulated book can reach the real venue."""
+        ws = "ws" + simulator_url[len("http"):]
+        return msgspec.structs.replace(self, rest_url=simulator_url, ws_url=ws, data_url=ws,
+                                       stream_url=f"{ws}/stream" if self.type == "alpaca" else "", secrets_file="")
 
     def validate(self, key: str) -> None:
         check(self.latency_ms >= 0, f"{key}.latency_ms", "must be >= 0")
