@@ -135,6 +135,8 @@ def _print_started(run: Any) -> None:
         print(f"ray dashboard: {url}")
     for name in sorted(run.all_actors()):
         print(f"  actor {name}")
+    for venue, where in run.order_destinations().items():
+        print(f"orders on {venue}: {where}")
     print("trading; Ctrl-C stops cleanly", flush=True)
 
 

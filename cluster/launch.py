@@ -163,6 +163,19 @@ class ClusterRun:
             return vcfg, False
         return vcfg.on_simulator(self.market_sim.http_url), True
 
+    def order_destinations(self) -> dict[str, str]:
+        """venue -> where its gateway sends orders, in words (printed at start, so nobody trades by surprise)."""
+        out = {}
+        for v in sorted(self.cfg.venues):
+            vcfg, simulated = self._gateway_venue(v)
+            if vcfg.type == "paper":
+                out[v] = "paper fills inside the gateway (no venue)"
+            elif simulated:
+                out[v] = f"the venue simulator at {vcfg.rest_url} ({vcfg.type} protocol, the simulator's keys)"
+            else:
+                out[v] = f"{vcfg.url('rest_url')}: a real {vcfg.type} endpoint, with your keys"
+        return out
+
     def _start_actors(self) -> None:
         cfg = self.cfg
         self.plan = plan = plan_placement(cfg, alive_nodes())

@@ -42,6 +42,15 @@ def test_a_venue_on_the_simulator_gets_its_urls_and_the_simulators_keys():
     assert simulator_credentials("binance").api_key and simulator_credentials("alpaca").api_secret
 
 
+def test_with_real_market_data_orders_go_to_the_configured_venue_and_start_says_so(tmp_path):
+    data = venues_config(tmp_path, "redis://127.0.0.1:1", source="venue")
+    data["venues"]["paper"] = {"type": "paper"}
+    where = ClusterRun(parse_config(data)).order_destinations()
+    assert where == {"alpaca": "https://paper-api.alpaca.markets: a real alpaca endpoint, with your keys",
+                     "binance": "https://api.binance.com: a real binance endpoint, with your keys",
+                     "paper": "paper fills inside the gateway (no venue)"}
+
+
 def test_the_builtin_market_refuses_a_real_venue(tmp_path):
     with pytest.raises(ConfigError, match=r"venues\.binance\.type: a binance venue needs market\.source simulator"):
         parse_config(venues_config(tmp_path, "", source="builtin"))
@@ -57,6 +66,9 @@ def test_binance_and_alpaca_gateways_trade_on_the_simulator(ray_session, redis_u
     run = ClusterRun(parse_config(venues_config(tmp_path, redis_url)))
     run.start()
     try:
+        where = run.order_destinations()
+        assert set(where) == {"binance", "alpaca"} and all(w.startswith("the venue simulator at http://127.0.0.1:")
+                                                           for w in where.values()), where
         store = run.store
         assert store is not None
 
