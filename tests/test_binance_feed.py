@@ -40,7 +40,7 @@ async def run_feed_against(faults: FaultPlan | None, seconds: float, **feed_kw):
         try:
             await wait_until(lambda: all(handler.symbols[s].sync.state is SyncState.SYNCED
                                          and handler.symbols[s].sync.last_update_id == ex.markets[s].update_id
-                                         for s in NAMES), 10, "the feed to catch up with the market")
+                                         for s in NAMES), 30, "the feed to catch up with the market")
         finally:
             await feed.stop()
             await asyncio.wait_for(task, 5)

@@ -43,7 +43,7 @@ def test_network_feed_records_raw_and_normalized_files_that_read_back(tmp_path, 
             svc = FeedService("paper", SYMBOLS, MarketSection(), feeds, {"protocol": "binance", "rest_url": http,
                                                                          "ws_url": ws}, name="feed:paper:BTCUSDT")
             task = asyncio.get_running_loop().create_task(svc.client.run())
-            await wait_until(lambda: (svc.pump(time.time_ns()) or True) and len(published.books) > 100, 15, "books")
+            await wait_until(lambda: (svc.pump(time.time_ns()) or True) and len(published.books) > 100, 40, "books")
             await svc.client.stop()
             await asyncio.wait_for(task, 5)
             svc.pump(time.time_ns())

@@ -88,7 +88,7 @@ def test_all_four_strategies_trade_live(ray_session: None, redis_url: str, tmp_p
         # Quiet the cluster: new orders refused, resting ones canceled; then every report has reached
         # its strategy, whose own positions must equal Redis's.
         assert cli_main(["kill-switch", "on", "--config", cfg_path]) == 0
-        wait_for(lambda: store.open_orders() == [], 15, "resting orders canceled by the kill switch")
+        wait_for(lambda: store.open_orders() == [], 40, "resting orders canceled by the kill switch")
 
         def views_agree() -> bool:
             stored = {(p.strategy, p.symbol): p.qty for p in store.positions()}
@@ -98,7 +98,7 @@ def test_all_four_strategies_trade_live(ray_session: None, redis_url: str, tmp_p
                         return False
             return True
 
-        wait_for(views_agree, 15, "each strategy's positions to equal Redis's")
+        wait_for(views_agree, 40, "each strategy's positions to equal Redis's")
         assert pids(run.strategies) == pid_at_start, "a strategy actor died and was restarted"
         assert delivery_errors(run.feeds) == dict.fromkeys(run.feeds, 0), "a delivery to a subscriber failed"
     finally:

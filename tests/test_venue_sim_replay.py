@@ -40,11 +40,11 @@ def _record(path: Path) -> None:
                 feed = BinanceFeed(handler, http, ws, recorder=rec,
                                    backoff=Backoff(base_s=0.02, cap_s=0.1, rng=random.Random(2)))
                 task = asyncio.get_running_loop().create_task(feed.run())
-                await wait_until(lambda: all(handler.symbols[s].stats()["applied"] > 30 for s in NAMES), 15, "data")
+                await wait_until(lambda: all(handler.symbols[s].stats()["applied"] > 30 for s in NAMES), 40, "data")
                 ex.faults.drop = 0.0  # end on a synced book: later events reveal any last loss
                 await wait_until(lambda: all(handler.symbols[s].sync.state is SyncState.SYNCED and
                                              handler.symbols[s].sync.last_update_id == ex.markets[s].update_id
-                                             for s in NAMES), 15, "the recorder to be synced")
+                                             for s in NAMES), 40, "the recorder to be synced")
                 await feed.stop()
                 await asyncio.wait_for(task, 5)
             assert sum(handler.symbols[s].stats()["resyncs"] for s in NAMES) > 0  # the file has gaps
@@ -79,7 +79,7 @@ def test_replayed_recording_over_real_sockets_gives_the_book_built_from_the_file
             await wait_until(lambda: driver.finished, 20, "the end of the replay")
             await wait_until(lambda: all(handler.symbols[s].sync.state is SyncState.SYNCED and
                                          handler.symbols[s].sync.last_update_id == ex.markets[s].update_id
-                                         for s in NAMES), 10, "the feed to catch up with the replay")
+                                         for s in NAMES), 30, "the feed to catch up with the replay")
             await feed.stop()
             await asyncio.wait_for(task, 5)
             return ex, driver, handler, feed
@@ -411,7 +411,7 @@ def test_a_looping_replay_starts_again_with_ids_moved_on_and_the_feed_resyncs_at
             await wait_until(lambda: driver.finished, 30, "the third pass to end")
             await wait_until(lambda: all(handler.symbols[s].sync.state is SyncState.SYNCED and
                                          handler.symbols[s].sync.last_update_id == ex.markets[s].update_id
-                                         for s in NAMES), 10, "the feed to catch up with the replay")
+                                         for s in NAMES), 30, "the feed to catch up with the replay")
             await feed.stop()
             await asyncio.wait_for(task, 5)
             return ex, driver, handler
