@@ -15,7 +15,7 @@ from gateways.binance.feed import Backoff, BinanceFeed, is_server_shutdown
 from gateways.binance.market_handler import BinanceMarketHandler
 from gateways.venue_sim.exchange import FaultPlan
 from gateways.venue_sim.server import start_server
-from tests.test_venue_sim_support import SYMBOLS, running_sim, wait_until
+from tests.test_venue_sim_support import SYMBOLS, caught_up, running_sim, wait_until
 
 NAMES = [s.symbol for s in SYMBOLS]
 
@@ -38,9 +38,7 @@ async def run_feed_against(faults: FaultPlan | None, seconds: float, **feed_kw):
             ex.step(0.02)
             await asyncio.sleep(0.05)
         try:
-            await wait_until(lambda: all(handler.symbols[s].sync.state is SyncState.SYNCED
-                                         and handler.symbols[s].sync.last_update_id == ex.markets[s].update_id
-                                         for s in NAMES), 30, "the feed to catch up with the market")
+            await wait_until(lambda: caught_up(handler, ex, NAMES), 30, "the feed to catch up with the market")
         finally:
             await feed.stop()
             await asyncio.wait_for(task, 5)

@@ -22,7 +22,7 @@ from gateways.binance.market_handler import BinanceMarketHandler
 from gateways.recording import RawRecorder, read_raw, replay_raw
 from gateways.venue_sim.exchange import FaultPlan, SimExchange
 from gateways.venue_sim.replay import ReplayDriver, ReplayError, load_recording
-from tests.test_venue_sim_support import SYMBOLS, running_sim, wait_until
+from tests.test_venue_sim_support import SYMBOLS, caught_up, running_sim, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "binance"
@@ -42,9 +42,7 @@ def _record(path: Path) -> None:
                 task = asyncio.get_running_loop().create_task(feed.run())
                 await wait_until(lambda: all(handler.symbols[s].stats()["applied"] > 30 for s in NAMES), 40, "data")
                 ex.faults.drop = 0.0  # end on a synced book: later events reveal any last loss
-                await wait_until(lambda: all(handler.symbols[s].sync.state is SyncState.SYNCED and
-                                             handler.symbols[s].sync.last_update_id == ex.markets[s].update_id
-                                             for s in NAMES), 40, "the recorder to be synced")
+                await wait_until(lambda: caught_up(handler, ex, NAMES), 40, "the recorder to be synced")
                 await feed.stop()
                 await asyncio.wait_for(task, 5)
             assert sum(handler.symbols[s].stats()["resyncs"] for s in NAMES) > 0  # the file has gaps
@@ -77,9 +75,7 @@ def test_replayed_recording_over_real_sockets_gives_the_book_built_from_the_file
             feed = BinanceFeed(handler, http, ws, backoff=Backoff(base_s=0.02, cap_s=0.1, rng=random.Random(3)))
             task = asyncio.get_running_loop().create_task(feed.run())
             await wait_until(lambda: driver.finished, 20, "the end of the replay")
-            await wait_until(lambda: all(handler.symbols[s].sync.state is SyncState.SYNCED and
-                                         handler.symbols[s].sync.last_update_id == ex.markets[s].update_id
-                                         for s in NAMES), 30, "the feed to catch up with the replay")
+            await wait_until(lambda: caught_up(handler, ex, NAMES), 30, "the feed to catch up with the replay")
             await feed.stop()
             await asyncio.wait_for(task, 5)
             return ex, driver, handler, feed
@@ -409,9 +405,7 @@ def test_a_looping_replay_starts_again_with_ids_moved_on_and_the_feed_resyncs_at
             # could catch the feed resyncing at a seam, waiting for an event after its snapshot that never comes.
             driver.loop = False
             await wait_until(lambda: driver.finished, 30, "the third pass to end")
-            await wait_until(lambda: all(handler.symbols[s].sync.state is SyncState.SYNCED and
-                                         handler.symbols[s].sync.last_update_id == ex.markets[s].update_id
-                                         for s in NAMES), 30, "the feed to catch up with the replay")
+            await wait_until(lambda: caught_up(handler, ex, NAMES), 30, "the feed to catch up with the replay")
             await feed.stop()
             await asyncio.wait_for(task, 5)
             return ex, driver, handler

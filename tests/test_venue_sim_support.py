@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from cluster.config import MarketSection, SymbolSection
+from gateways.binance.depth_sync import SyncState
 from gateways.venue_sim.exchange import FaultPlan, SimExchange
 from gateways.venue_sim.replay import Recording, ReplayDriver, load_recording
 from gateways.venue_sim.server import create_app, start_server
@@ -52,3 +53,9 @@ async def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str 
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def caught_up(handler: Any, exchange: SimExchange, symbols: list[str]) -> bool:
+    """Every symbol's feed book is synced at the venue's latest update id."""
+    return all(handler.symbols[s].sync.state is SyncState.SYNCED
+               and handler.symbols[s].sync.last_update_id == exchange.markets[s].update_id for s in symbols)
