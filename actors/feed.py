@@ -50,9 +50,9 @@ def feed_endpoints(cfg: Any, venue: str, simulator_url: str = "") -> dict[str, s
     if source in ("simulator", "replay"):  # replay: the simulator serves the recording
         if not simulator_url:
             raise ValueError(f"market.source is {source!r} but no simulator is running")
-        ws = "ws" + simulator_url[len("http"):]
+        sim = vcfg.on_simulator(simulator_url)
         # The simulator accepts any non-empty Alpaca key pair; these are not secrets.
-        return {"protocol": protocol, "rest_url": simulator_url, "ws_url": ws, "data_url": ws,
+        return {"protocol": protocol, "rest_url": sim.rest_url, "ws_url": sim.ws_url, "data_url": sim.data_url,
                 "key": "simulator", "secret": "simulator"}
     if protocol == "alpaca":
         return {"protocol": protocol, "rest_url": vcfg.url("rest_url"), "data_url": vcfg.url("data_url"),
