@@ -12,6 +12,12 @@ through the normalized frames (`books_frame` / `trades_frame` -> `frames_to_even
 fills, but the events are laid out in memory as one batch, which is friendlier to the CPU cache. Its
 `load_seconds` is the time `frames_to_events` takes to build them (best of 3), and
 `book_events_per_s_with_load` counts it in: what a backtest from Parquet costs once the file is read.
+
+And `ours_ceilings`: the same replay with less in it, to show where the target stands. `engine_only`: a
+strategy that sends nothing and computes nothing (the base class: the latest book kept, lot inferred),
+so the event loop, the venue's view of the books and the equity samples alone. `signal_only`: the
+imbalance strategy with a threshold no book reaches (0.999), so its per-book signal but no order. What
+the full run takes beyond `signal_only` is the order path (risk, paper venue, reports, positions).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from bench.common import write_result
 from cluster.config import load_config
 from cluster.messages import BookUpdate
 from strategies.backtest import BacktestEngine, strategies_from_config
+from strategies.base import Strategy
 from strategies.market_data import books_frame, frames_to_events, sim_events, trades_frame
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,12 +46,13 @@ def make_events(seconds: float) -> tuple[Any, list]:
     return cfg, list(sim_events(cfg, seconds, [SYMBOL]))
 
 
-def run_ours(cfg: Any, events: list, repeats: int = 5) -> dict[str, Any]:
+def run_ours(cfg: Any, events: list, repeats: int = 5, make: Any = None) -> dict[str, Any]:
+    """Best of `repeats` replays; `make()` gives the strategies (default: the config's imbalance strategy)."""
     books = sum(1 for e in events if isinstance(e, BookUpdate))
     best = None
     result = None
     for _ in range(repeats):
-        strategies = strategies_from_config(cfg, only=["obi"])
+        strategies = make() if make is not None else strategies_from_config(cfg, only=["obi"])
         engine = BacktestEngine(cfg, strategies=strategies)
         t = time.perf_counter()
         result = engine.run(events)
@@ -54,6 +62,26 @@ def run_ours(cfg: Any, events: list, repeats: int = 5) -> dict[str, Any]:
     return {"book_events": books, "events": len(events), "seconds": round(best, 4),
             "book_events_per_s": round(books / best), "events_per_s": round(len(events) / best),
             "fills": result.fills.height, "orders": result.summary["strategies"]["ALL"]["orders"]}
+
+
+def run_ceilings(cfg: Any, events: list) -> dict[str, Any]:
+    """Book events/s of the same replay with no strategy work, and with the signal but no orders."""
+    obi = next(s for s in cfg.strategies if s.name == "obi")
+    sym = cfg.symbol_map
+
+    def engine_only() -> list[Strategy]:
+        s = Strategy("obi", obi.symbols, {x: sym[x].venue for x in obi.symbols})
+        s.set_instruments({x: sym[x].lot_size for x in obi.symbols})
+        return [s]
+
+    def signal_only() -> list[Strategy]:
+        return strategies_from_config(cfg, only=["obi"], overrides={"obi": {"threshold": 0.999}})
+
+    out = {}
+    for name, make in (("engine_only", engine_only), ("signal_only", signal_only)):
+        r = run_ours(cfg, events, make=make)
+        out[name] = {"book_events_per_s": r["book_events_per_s"], "seconds": r["seconds"], "orders": r["orders"]}
+    return out
 
 
 def run_nautilus(events: list) -> dict[str, Any]:
@@ -135,6 +163,10 @@ def run(seconds: float = 1500.0) -> dict[str, Any]:
     ours = run_ours(cfg, events)
     print(f"backtest (ours): {ours['book_events_per_s']:,} book events/s ({ours['events_per_s']:,} events/s incl. "
           f"trades), {ours['fills']} fills; target {TARGET:,}/s")
+    ceilings = run_ceilings(cfg, events)
+    print(f"backtest (ours) with less in it: {ceilings['engine_only']['book_events_per_s']:,} book events/s with no "
+          f"strategy work, {ceilings['signal_only']['book_events_per_s']:,}/s with the imbalance signal and no orders "
+          f"({ceilings['signal_only']['orders']} orders)")
     frames = (books_frame([e for e in events if isinstance(e, BookUpdate)]),
               trades_frame([e for e in events if not isinstance(e, BookUpdate)]))
     load_s = []
@@ -154,9 +186,12 @@ def run(seconds: float = 1500.0) -> dict[str, Any]:
     if "error" in theirs:
         print(f"nautilus_trader: {theirs['error']}")
     else:
+        ratio = ours["book_events_per_s"] / theirs["book_events_per_s"]
+        theirs["ours_over_theirs"] = round(ratio, 2)
         print(f"nautilus_trader {theirs['version']}: {theirs['book_events_per_s']:,} book events/s "
-              "(trivial imbalance strategy, L2 book)")
-    return {"ours": ours, "ours_cli_path": cli, "nautilus_trader": theirs, "target": {"book_events_per_s": TARGET},
+              f"(trivial imbalance strategy, L2 book); ours {ratio:.1f}x")
+    return {"ours": ours, "ours_cli_path": cli, "ours_ceilings": ceilings, "nautilus_trader": theirs,
+            "target": {"book_events_per_s": TARGET},
             "data": {"symbol": SYMBOL, "simulated_seconds": seconds, "generation_seconds": round(make_s, 2),
                      "levels": cfg.feeds.book_depth}}
 
