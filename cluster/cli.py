@@ -126,6 +126,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def _print_started(run: Any) -> None:
     from cluster.launch import _dashboard_url
+    from risk.venue_rates import venue_rate_warnings
 
     print(f"redis: {run.redis_url}  (data in {run.run_dir})")
     if run.api_thread is not None:
@@ -137,6 +138,8 @@ def _print_started(run: Any) -> None:
         print(f"  actor {name}")
     for venue, where in run.order_destinations().items():
         print(f"orders on {venue}: {where}")
+    for line in venue_rate_warnings(run.cfg):
+        print(f"warning: {line}")
     print("trading; Ctrl-C stops cleanly", flush=True)
 
 
