@@ -91,6 +91,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         print(f"starting cluster {cfg.cluster.name!r}: {len(cfg.symbols)} symbols, {len(cfg.strategies)} strategies")
         run.start()
+        # ray.init puts its own SIGTERM handler in place (a stack dump, then exit: no clean shutdown); ours again.
+        signal.signal(signal.SIGTERM, _raise_interrupt)
         _print_started(run)
         deadline = time.monotonic() + args.duration if args.duration else None
         next_report = time.monotonic() + 5.0
@@ -108,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"[{p['elapsed_s']:>6.1f}s] orders {p['orders']:>6}  fills {p['fills']:>6}  "
                       f"realized P&L {p['realized_pnl']:>12.4f}", flush=True)
     except KeyboardInterrupt:
-        print("\ninterrupted: shutting down cleanly")
+        print("\ninterrupted: shutting down cleanly", flush=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
         summary = run.shutdown()

@@ -33,6 +33,7 @@ from cluster.redis_server import EmbeddedRedis
 from cluster.state_store import StateStore
 
 log = logging.getLogger(__name__)
+AUTH_MODE_ENV = "RAY_AUTH_MODE"  # Ray's switch for token authentication ("token" / "disabled")
 
 RISK_NAME = "risk"
 RISK_FLUSH_TIMEOUT_S = 5.0  # shutdown waits at most this long for risk's queued writes to reach Redis
@@ -48,6 +49,53 @@ def namespace_for(cfg: ClusterConfig) -> str:
 
 def current_run_file(cfg: ClusterConfig) -> Path:
     return Path(cfg.cluster.data_dir) / f"{cfg.cluster.name}.current.json"
+
+
+def join_running_cluster(cfg: ClusterConfig, logging_level: int = logging.WARNING) -> dict[str, Any]:
+    """Connect this process to the Ray of `cfg`'s running cluster (a command from another shell); its run info.
+
+    A process already connected (the driver that started the cluster, a test) keeps its connection. Ray turns
+    token authentication on for a new local cluster, but a client that joins by address only sends the token
+    (`~/.ray/auth_token`, or `RAY_AUTH_TOKEN`) when `RAY_AUTH_MODE=token`: the run file says whether the
+    cluster wants it, and the mode is set here unless the user set one.
+    """
+    path = current_run_file(cfg)
+    if not path.exists():
+        raise LaunchError(f"no running cluster {cfg.cluster.name!r} found ({path} is missing); start one with "
+                          "`make run`")
+    info: dict[str, Any] = json.loads(path.read_text())
+    if ray.is_initialized():
+        return info
+    if info.get("ray_auth") == "token" and AUTH_MODE_ENV not in os.environ:
+        _enable_token_auth()
+    try:
+        ray.init(address=info["ray_address"], namespace=info["namespace"], logging_level=logging_level,
+                 log_to_driver=False)
+    except Exception as exc:
+        mode = os.environ.get(AUTH_MODE_ENV, "unset")
+        raise LaunchError(f"cannot join the cluster's Ray at {info.get('ray_address')} ({AUTH_MODE_ENV}={mode}): "
+                          f"{type(exc).__name__}: {exc}") from None
+    return info
+
+
+def _enable_token_auth() -> None:
+    """RAY_AUTH_MODE=token for this process. Ray reads the mode into its config once, at import: it is read
+    again, as Ray itself does when it turns token auth on for a new local cluster."""
+    os.environ[AUTH_MODE_ENV] = "token"
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _ray_auth_mode() -> str:
+    """'token' when this process's Ray requires the token (what a joining client must then send)."""
+    with contextlib.suppress(Exception):
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+        if is_token_auth_enabled():
+            return "token"
+    return os.environ.get(AUTH_MODE_ENV, "disabled").lower()
 
 
 def alive_nodes() -> list[NodeInfo]:
@@ -334,7 +382,7 @@ class ClusterRun:
         ctx = ray.get_runtime_context()
         info = {"cluster": self.cfg.cluster.name, "redis_url": self.redis_url, "run_dir": str(self.run_dir),
                 "pid": os.getpid(), "ray_address": ctx.gcs_address, "namespace": namespace_for(self.cfg),
-                "dashboard_url": _dashboard_url()}
+                "dashboard_url": _dashboard_url(), "ray_auth": _ray_auth_mode()}
         path.write_text(json.dumps(info, indent=2))
 
     # -- while running ----------------------------------------------------------------------------------

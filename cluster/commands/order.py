@@ -12,7 +12,7 @@ lots: what a notional order bought off the lot grid leaves less than a lot.
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import math
 import time
 from typing import Any
@@ -56,22 +56,9 @@ def _connect(cfg: Any) -> Any:
     """
     import ray
 
-    if ray.is_initialized():
-        return ray
-    from cluster.cli import CliError
-    from cluster.launch import current_run_file
+    from cluster.launch import join_running_cluster
 
-    path = current_run_file(cfg)
-    if not path.exists():
-        raise CliError(f"no running cluster {cfg.cluster.name!r} found ({path} is missing); start one with `make run`")
-    info = json.loads(path.read_text())
-    import logging
-
-    try:
-        ray.init(address=info["ray_address"], namespace=info["namespace"], logging_level=logging.ERROR,
-                 log_to_driver=False)
-    except Exception as exc:
-        raise CliError(f"cannot join the cluster's Ray at {info.get('ray_address')}: {exc}") from None
+    join_running_cluster(cfg, logging.ERROR)
     return ray
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from typing import Any
 
 from cluster.config import load_config
@@ -72,18 +71,9 @@ def connect_strategy(cfg: Any, name: str) -> Any:
     import ray
 
     from cluster.cli import CliError
-    from cluster.launch import current_run_file
+    from cluster.launch import join_running_cluster
 
-    path = current_run_file(cfg)
-    if not path.exists():
-        raise CliError(f"no running cluster {cfg.cluster.name!r} found ({path} is missing); start one with `make run`")
-    info = json.loads(path.read_text())
-    if not ray.is_initialized():
-        try:
-            ray.init(address=info["ray_address"], namespace=info["namespace"], logging_level=logging.WARNING,
-                     log_to_driver=False)
-        except Exception as exc:
-            raise CliError(f"cannot join the cluster's Ray at {info.get('ray_address')}: {exc}") from None
+    info = join_running_cluster(cfg)
     try:
         return ray.get_actor(f"strategy:{name}", namespace=info["namespace"])
     except ValueError:

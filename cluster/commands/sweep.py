@@ -89,7 +89,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     table.write_parquet(out / "sweep.parquet")
     import polars as pl
 
-    with pl.Config(tbl_rows=min(table.height, 50), tbl_cols=-1, tbl_width_chars=160):
+    with pl.Config(tbl_rows=min(table.height, 50), tbl_cols=-1, tbl_width_chars=160, tbl_hide_dataframe_shape=True):
         print(table)
     print(f"results in {out / 'sweep.parquet'} (ranked by P&L; Sharpe annualized from 1 s equity increments)")
     return 0
