@@ -14,7 +14,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
-from cluster.config_base import Cfg, ConfigError, check
+from cluster.config_base import Cfg, ConfigError, check, convert
 from dashboards.api_config import ApiSection
 from gateways.venue_config import VenueSection
 from risk.limits import RiskLimits, RiskSection
@@ -217,22 +217,10 @@ def replay_specs(value: str | list[str]) -> list[tuple[str, str]]:
 _SYMBOL_RE = re.compile(r"[A-Z0-9]{2,20}(/[A-Z0-9]{2,10})?")
 
 
-def _msgspec_path(msg: str) -> tuple[str, str]:
-    """Turn msgspec's 'Expected `int`, got `str` - at `$.market.seed`' into (key, problem)."""
-    m = re.search(r" - at `\$\.?(.*)`$", msg)
-    if not m:
-        return "(top level)", msg
-    return m.group(1) or "(top level)", msg[: m.start()]
-
-
 def parse_config(data: Any) -> ClusterConfig:
     if not isinstance(data, dict):
         raise ConfigError("(top level)", "the config must be a YAML mapping")
-    try:
-        cfg = msgspec.convert(data, ClusterConfig, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(*_msgspec_path(str(exc))) from None
-    return cfg.validate()
+    return convert(data, ClusterConfig).validate()
 
 
 def load_config(path: str | Path) -> ClusterConfig:

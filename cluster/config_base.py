@@ -6,7 +6,18 @@ Each concept owns its section (`risk/limits.py`, `gateways/venue_config.py`, ...
 
 from __future__ import annotations
 
+import copy
+import difflib
+import re
+import types
+import typing
+from typing import Any, TypeVar
+
+import msgspec
+
 from cluster.messages import Struct
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -25,3 +36,87 @@ class Cfg(Struct, forbid_unknown_fields=True):
 def check(ok: bool, key: str, problem: str) -> None:
     if not ok:
         raise ConfigError(key, problem)
+
+
+_AT = re.compile(r" - at `\$\.?(.*)`$")
+_SEGMENT = re.compile(r"\.?([A-Za-z_][A-Za-z0-9_]*)|\[(\d+|\.\.\.)\]")
+_UNKNOWN = re.compile(r"Object contains unknown field `(.+)`")
+
+
+def convert(data: Any, root: type[T], prefix: str = "") -> T:
+    """`msgspec.convert` (lenient: ints for floats, strings for enums), a failure a ConfigError naming the key.
+
+    msgspec says `venues[...].latency_ms` for a mapping's entry; the entry is found by converting each one
+    alone, so the error says `venues.paper.latency_ms`. An unknown key gets the section's known keys, the
+    closest first.
+    """
+    try:
+        return msgspec.convert(data, root, strict=False)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+    m = _AT.search(msg)
+    path, problem = (m.group(1), msg[: m.start()]) if m else ("", msg)
+    segments: list[str | int] = []
+    node: Any = data
+    for name, index in _SEGMENT.findall(path):
+        if index == "...":
+            name = _failing_entry(data, root, segments, node, msg)
+            if name is None:
+                segments.append("[...]")
+                node = None
+                continue
+        elif index:
+            segments.append(int(index))
+            node = node[int(index)] if isinstance(node, list) and int(index) < len(node) else None
+            continue
+        segments.append(name)
+        node = node.get(name) if isinstance(node, dict) else None
+    key = prefix + "".join(f"[{s}]" if isinstance(s, int) or s == "[...]" else f".{s}" for s in segments).lstrip(".")
+    unknown = _UNKNOWN.match(problem)
+    if unknown:
+        known = _fields_at(root, segments)
+        if known:
+            close = difflib.get_close_matches(unknown.group(1), known, n=1)
+            problem = (f"unknown key {unknown.group(1)!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                       + f"; known: {', '.join(known)}")
+    raise ConfigError(key or prefix.rstrip(".") or "(top level)", problem.rstrip())
+
+
+def _failing_entry(data: Any, root: type, segments: list[str | int], mapping: Any, msg: str) -> str | None:
+    """The key of `mapping` (found at `segments` in `data`) whose entry alone gives the same error."""
+    if not isinstance(mapping, dict) or "[...]" in segments:
+        return None
+    for k in mapping:
+        trial = copy.deepcopy(data)
+        holder = trial
+        for s in segments:
+            holder = holder[s]
+        holder.clear()
+        holder[k] = mapping[k]
+        try:
+            msgspec.convert(trial, root, strict=False)
+        except msgspec.ValidationError as exc:
+            if str(exc) == msg:
+                return str(k)
+    return None
+
+
+def _fields_at(root: type, segments: list[str | int]) -> list[str]:
+    """The field names of the Struct type at `segments` under `root` (empty if it is not one)."""
+    t: Any = root
+    for s in segments:
+        while typing.get_origin(t) in (typing.Union, types.UnionType):  # X | None: the X
+            t = next(a for a in typing.get_args(t) if a is not type(None))
+        if isinstance(s, str) and s != "[...]" and isinstance(t, type) and issubclass(t, msgspec.Struct):
+            hints = typing.get_type_hints(t)
+            if s not in hints:
+                return []
+            t = hints[s]
+        else:  # an entry of a list or a mapping: its value type
+            args = typing.get_args(t)
+            t = args[-1] if args else None
+    while typing.get_origin(t) in (typing.Union, types.UnionType):
+        t = next(a for a in typing.get_args(t) if a is not type(None))
+    if isinstance(t, type) and issubclass(t, msgspec.Struct):
+        return list(t.__struct_fields__)
+    return []

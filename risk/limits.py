@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from cluster.config_base import Cfg, ConfigError, check
+from cluster.config_base import Cfg, ConfigError, check, convert
 from risk.sun import MAX_ABS_LATITUDE
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -309,9 +309,4 @@ def apply_overrides(section: RiskSection, overrides: dict[str, Any]) -> RiskSect
             data.setdefault(parts[0], {}).setdefault(parts[1], {})[parts[2]] = value
         else:
             raise ConfigError(f"risk.{key}", "expected LIMIT, defaults.LIMIT or venues|strategies|symbols.NAME.LIMIT")
-    try:
-        return msgspec.convert(data, RiskSection, strict=False)
-    except msgspec.ValidationError as exc:
-        m = re.search(r" - at `\$\.?(.*)`$", str(exc))
-        where = f"risk.{m.group(1)}" if m else "risk"
-        raise ConfigError(where, str(exc)[: m.start()] if m else str(exc)) from None
+    return convert(data, RiskSection, prefix="risk.")

@@ -26,6 +26,7 @@ import msgspec
 import polars as pl
 
 from cluster.config import ClusterConfig
+from cluster.config_base import ConfigError, convert
 from strategies.backtest import BacktestEngine, strategies_from_config
 from strategies.base import Strategy, StrategyParamError
 from strategies.market_data import Event, frames_to_events
@@ -51,9 +52,9 @@ def parse_grid(data: Any, cfg: ClusterConfig) -> Grid:
         if not isinstance(values, list):
             data["params"][key] = [values]  # a single value is a one-element list
     try:
-        grid = msgspec.convert(data, Grid)
-    except msgspec.ValidationError as exc:
-        raise GridError(str(exc)) from None
+        grid = convert(data, Grid)
+    except ConfigError as exc:
+        raise GridError(f"{exc.key}: {exc.problem}") from None
     names = [s.name for s in cfg.strategies]
     if not grid.strategy:
         if len(names) != 1:

@@ -237,6 +237,8 @@ def test_research_pairs_ranks_the_cointegrated_pair_first(tmp_path, capsys):
     assert code == 0 and "hedge ratio" in out and "half-life" in out and "ADF stat" in out
     code, _, err = run_cli(["research", "pairs", "--data", str(tmp_path / "nope")], capsys)
     assert code == 2 and "no such file" in err
+    code, _, err = run_cli(["research", "pairs", "--data", str(tmp_path / "rec"), "--symbols", "AAA", "ZZZ"], capsys)
+    assert code == 2 and "--symbols: no books for ZZZ in the data; it has ['AAA', 'BBB', 'CCC']" in err
 
 
 def test_params_command_refuses_bad_values_and_needs_a_running_cluster(tmp_path, capsys):

@@ -36,6 +36,40 @@ def test_unknown_key_is_named():
     assert "sead" in err.problem
 
 
+def test_an_unknown_key_gets_the_closest_known_one_and_the_list():
+    data = base()
+    data["feeds"]["mark_intervl_ms"] = 5
+    err = error_for(data)
+    assert err.key == "feeds"
+    assert err.problem.startswith("unknown key 'mark_intervl_ms' (did you mean 'mark_interval_ms'?); known: ")
+    assert "book_depth" in err.problem
+    data = base()
+    data["symbols"][1]["tick_sise"] = 0.1  # in a list entry
+    assert (error_for(data).key, "did you mean 'tick_size'" in error_for(data).problem) == ("symbols[1]", True)
+    data = base()
+    data["risk"]["strategies"]["mm"]["max_order_per_min"] = 5  # in a mapping's entry, an optional section
+    err = error_for(data)
+    assert err.key == "risk.strategies.mm" and "did you mean 'max_orders_per_min'" in err.problem
+    data = base()
+    data["rsk"] = {}
+    assert error_for(data).key == "(top level)" and "did you mean 'risk'" in error_for(data).problem
+    data = base()
+    data["venues"]["paper"]["nonsense_xyz"] = 1  # nothing close: the list alone
+    assert error_for(data).problem.startswith("unknown key 'nonsense_xyz'; known: type, ")
+
+
+def test_a_bad_value_in_a_mapping_names_its_entry():
+    data = base()
+    data["venues"]["second"] = {"type": "paper"}
+    data["venues"]["paper"]["latency_ms"] = "abc"
+    err = error_for(data)
+    assert (err.key, err.problem) == ("venues.paper.latency_ms", "Expected `float`, got `str`")
+    data = base()
+    data["risk"]["symbols"]["ETHUSDT"] = {"max_position_qty": 2.0}
+    data["risk"]["symbols"]["BTCUSDT"]["max_position_qty"] = "lots"
+    assert error_for(data).key == "risk.symbols.BTCUSDT.max_position_qty"
+
+
 def test_wrong_type_names_the_path():
     data = base()
     data["market"]["seed"] = "seven"

@@ -382,6 +382,9 @@ def test_overrides_are_validated_and_take_effect():
                        ("symbols.BTCUSDT.max_net_exposure", 5), ("loss_action", "panic")):
         with pytest.raises(ConfigError):
             apply_overrides(section, {key: value}).validate({"BTCUSDT"}, None, {"paper"})
+    with pytest.raises(ConfigError) as err:  # a bad value names the entry it is in, not `symbols[...]`
+        apply_overrides(section, {"symbols.ETHUSDT.max_order_qty": 1, "symbols.BTCUSDT.max_position_qty": "abc"})
+    assert str(err.value) == "config error at risk.symbols.BTCUSDT.max_position_qty: Expected `float | null`, got `str`"
 
 
 def test_default_limits_keep_their_defaults_when_one_is_configured():

@@ -37,6 +37,8 @@ def test_parse_grid_validates_against_the_config(tmp_path):
         parse_grid({"strategy": "obi", "params": {"persistence": [3, 1]}}, cfg)
     with pytest.raises(GridError, match="empty"):
         parse_grid({"strategy": "obi", "params": {"threshold": []}}, cfg)
+    with pytest.raises(GridError, match=r"unknown key 'duration' \(did you mean 'duration_s'\?\)"):
+        parse_grid({"strategy": "obi", "params": {"threshold": [0.2]}, "duration": 60}, cfg)
 
 
 def test_sweep_runs_as_ray_tasks_and_matches_single_backtests(ray_session, tmp_path, capsys):

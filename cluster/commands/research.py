@@ -95,6 +95,11 @@ def cmd_pairs(args: argparse.Namespace) -> int:
             books, _ = read_frames(args.data)
         except MarketDataError as exc:
             raise CliError(f"--data: {exc}") from None
+    if args.symbols:
+        present = set(books["symbol"].unique().to_list()) if books.height else set()
+        absent = [s for s in args.symbols if s not in present]
+        if absent:
+            raise CliError(f"--symbols: no books for {', '.join(absent)} in the data; it has {sorted(present)}")
     mids = sampled_mids(books, args.interval, args.symbols)
     symbols = [c for c in mids.columns if c != "bucket"]
     if len(symbols) < 2:
