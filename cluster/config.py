@@ -232,8 +232,18 @@ def load_config(path: str | Path) -> ClusterConfig:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(str(p), f"not valid YAML: {exc}") from None
+        raise ConfigError(str(p), f"not valid YAML: {yaml_problem(exc)}") from None
     return parse_config(data)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's error in one line: where (1-based line and column) and what, e.g. "line 2, column 2: expected ','
+    or ']', but got ':' (while parsing a flow sequence)"."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        context = f" ({exc.context})" if exc.context else ""
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}{context}"
+    return " ".join(str(exc).split())
 
 
 def replace_section(cfg: ClusterConfig, **changes: Any) -> ClusterConfig:

@@ -140,9 +140,12 @@ def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("cluster: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    bad.write_text("cluster: [unclosed\nredis: {}\n")
+    with pytest.raises(ConfigError) as err:
         load_config(bad)
+    # One line: where, then what (PyYAML's own text is several lines with the source quoted).
+    assert str(err.value) == (f"config error at {bad}: not valid YAML: line 2, column 6: expected ',' or ']', but got "
+                              "':' (while parsing a flow sequence)")
     bad.write_text("- just a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(bad)

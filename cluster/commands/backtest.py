@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 import yaml
 
-from cluster.config import ClusterConfig, load_config
+from cluster.config import ClusterConfig, load_config, yaml_problem
 
 DEFAULT_DURATION_S = 300.0
 
@@ -62,7 +62,7 @@ def parse_value(raw: str) -> Any:
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise CliError(f"value {raw!r} is not a YAML scalar: {exc}") from None
+        raise CliError(f"value {raw!r} is not a YAML scalar: {yaml_problem(exc)}") from None
     if isinstance(value, (dict, list)):
         raise CliError(f"value {raw!r} must be a scalar (number, true/false or text)")
     return value

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from cluster.config import load_config
+from cluster.config import load_config, yaml_problem
 
 
 def register(sub: Any) -> None:
@@ -45,7 +45,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"--grid {args.grid}: cannot read the file: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise CliError(f"--grid {args.grid}: not valid YAML: {exc}") from None
+        raise CliError(f"--grid {args.grid}: not valid YAML: {yaml_problem(exc)}") from None
     try:
         grid = parse_grid(raw, cfg)
     except GridError as exc:
