@@ -73,6 +73,7 @@ from risk.trading_state import TradingState, TradingStatus, decode_status, encod
 log = logging.getLogger(__name__)
 
 GATEWAY_TIMEOUT_S = 2.0
+MAX_UNANSWERED = 10_000  # orders given up on that risk still watches for a late answer
 KILL_POLL_S = 0.25
 # Decisions are refused when the controls were last read longer ago than this (Redis away, watcher stuck).
 CONTROLS_MAX_AGE_S = 1.0
@@ -315,6 +316,13 @@ class RiskService:
             "client_order_id": order.client_order_id, "strategy": order.strategy, "venue": order.venue,
             "symbol": order.symbol, "detail": detail, "released": released}).encode()))
 
+    def gateway_took_late(self, order: Order) -> None:
+        """An order given up on (and perhaps released) that its gateway took after all: reserved again, audited."""
+        self.counts["gateway_took_late"] = self.counts.get("gateway_took_late", 0) + 1
+        self.write(("event", "gateway_took_late", json.dumps({
+            "client_order_id": order.client_order_id, "strategy": order.strategy, "venue": order.venue,
+            "symbol": order.symbol, "open_qty": order.remaining}).encode()))
+
     # -- the write-behind queue --------------------------------------------------------------------------
     def write(self, entry: Write) -> None:
         self.pending.append(entry)
@@ -451,6 +459,12 @@ class RiskActor:
         self.tasks: set[asyncio.Task] = set()
         # Orders sent to a gateway that has not yet taken them: client order id -> (order, call, deadline).
         self.inflight: dict[str, tuple[Order, Any, float]] = {}
+        # Orders given up on (no answer within GATEWAY_TIMEOUT_S) that the gateway may still take: coid -> order,
+        # the latest MAX_UNANSWERED, until a report on the order comes; `releasing`: those whose journal check is
+        # under way; `answered_late`: those reported on during that check (see `_taken_late`).
+        self.unanswered: dict[str, Order] = {}
+        self.releasing: set[str] = set()
+        self.answered_late: set[str] = set()
         self.metrics = RiskMetrics()
         self.venue_limits: dict[str, tuple[str, float]] = {}  # venue -> (state, until monotonic)
         loop = asyncio.get_event_loop()
@@ -532,7 +546,7 @@ class RiskActor:
 
     def _answered(self, coid: str, fut: Any) -> None:
         entry = self.inflight.pop(coid, None)
-        if entry is None:  # timed out before: handled then
+        if entry is None:  # timed out before (a late answer reads as cancelled: see `on_report`)
             return
         try:
             exc = fut.exception()
@@ -551,21 +565,58 @@ class RiskActor:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref)  # still queued at the gateway: it never runs
                 self.gateways.pop(order.venue, None)
+                self.unanswered[coid] = order
+                if len(self.unanswered) > MAX_UNANSWERED:
+                    del self.unanswered[next(iter(self.unanswered))]
                 self._spawn(self._not_taken(order, f"no answer within {GATEWAY_TIMEOUT_S:g}s"))
 
     async def _not_taken(self, order: Order, why: str) -> None:
         """The gateway did not take the order (refused it, died, or never answered): release it unless it was
         journaled (then the gateway reports on it), audit it, and tell the strategy."""
-        detail = f"gateway:{order.venue} did not accept {order.client_order_id}: {why}"
-        released = await self._release_if_never_journaled(order.client_order_id)
+        coid = order.client_order_id
+        detail = f"gateway:{order.venue} did not accept {coid}: {why}"
+        self.releasing.add(coid)
+        try:
+            released = await self._release_if_never_journaled(coid)
+        finally:
+            self.releasing.discard(coid)
         log.error("risk: %s (reservation %s)", detail, "released" if released else "kept: the gateway journaled it")
         self.service.gateway_refused(order, detail, released)
         self.wake.set()
+        if coid in self.answered_late:  # taken while the journal was read: now that the release is done
+            self.answered_late.discard(coid)
+            self._spawn(self._taken_late(order))
         if released:
             self._tell_strategy(ExecutionReport(
                 client_order_id=order.client_order_id, strategy=order.strategy, venue=order.venue,
                 symbol=order.symbol, status=OrderStatus.REJECTED, side=order.side, order_qty=order.qty,
                 price=order.price, reason=f"gateway_unavailable: {detail}", ts_ns=time.time_ns()))
+
+    async def _taken_late(self, order: Order) -> None:
+        """The gateway took an order after risk had given up on it. Where its reservation was kept (the journal
+        had it), nothing changes. Where it was released, the strategy was told the order was rejected: the order
+        is live all the same, so its limits are reserved again (as the gateway journaled it, fills so far
+        counted) and it is canceled, since no strategy works it; fills until then count as any other."""
+        coid = order.client_order_id
+        if coid in self.releasing:  # `_not_taken` is deciding: it calls this again when it has
+            self.answered_late.add(coid)
+            return
+        eng = self.service.engine
+        if coid in eng.reservations:
+            return
+        try:
+            journaled = await asyncio.to_thread(self.service.store.load_order, coid)
+        except redis.RedisError:
+            journaled = None
+        live = journaled or order
+        if coid in eng.reservations or live.status.is_terminal:
+            return
+        eng.reserve_open(live)
+        log.warning("risk: gateway:%s took %s after %gs without an answer: reserved again (%g open) and canceled",
+                    order.venue, coid, GATEWAY_TIMEOUT_S, live.remaining)
+        self.service.gateway_took_late(live)
+        self.wake.set()
+        await self._cancel_one(order.venue, coid)
 
     async def _release_if_never_journaled(self, coid: str) -> bool:
         """A gateway that journaled the order will report on it; one that did not never will."""
@@ -625,6 +676,12 @@ class RiskActor:
     # -- reports and marks -----------------------------------------------------------------------------------
     async def on_report(self, report: ExecutionReport) -> None:
         self.service.engine.on_report(report)
+        if self.unanswered:
+            given_up = self.unanswered.pop(report.client_order_id, None)
+            if given_up is not None and not report.status.is_terminal:
+                # The gateway took an order risk gave up on (its answer came too late, and a late answer to a
+                # call risk cancelled reads as cancelled whatever it was): the report says the order is live.
+                self._spawn(self._taken_late(given_up))
         if report.fill is not None:
             self._after_evaluate(self.service.evaluate())
 

@@ -325,6 +325,12 @@ class RiskEngine:
         self.duplicates.add(dup_key(order.strategy, order.symbol, order.side, order.price, order.qty,
                                     order.notional), ts)
 
+    def reserve_open(self, order: Order) -> None:
+        """Reserve the limits of a live order already counted in rates and duplicates when it was approved (one
+        risk gave up on that its gateway took after all); a terminal order has nothing to reserve."""
+        if not order.status.is_terminal:
+            self._reserve(order)
+
     def _reserve(self, order: Order) -> Resolved | None:
         """Reserve a working order's limits; its resolved limits, or None if it was reserved already."""
         coid = order.client_order_id

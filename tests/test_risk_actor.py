@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import ray
 
-from actors.risk import RiskActor
+from actors.risk import GATEWAY_TIMEOUT_S, RiskActor
 from cluster.config import RiskLimits, RiskSection, SymbolSection
 from cluster.messages import (
     ExecutionReport,
@@ -223,6 +223,74 @@ def test_stop_loss_cancels_the_strategys_working_orders_then_exits(ray_session, 
         ray.get(risk.flush.remote())
         details = [json.loads(e["data"])["detail"] for e in store.audit_entries() if "reason" in e]
         assert any(d.startswith("risk-stop exit") for d in details)
+    finally:
+        for h in (risk, gw):
+            ray.kill(h, no_restart=True)
+
+
+@ray.remote(num_cpus=0)
+class LateGateway:
+    """Takes every order, but only `delay` s after it is asked, blocking its loop (a gateway stuck on a slow
+    Redis write): risk gives up on the order at GATEWAY_TIMEOUT_S, and a cancel from risk cannot stop it."""
+
+    def __init__(self, redis_url: str, cluster: str, delay: float, risk: Any) -> None:
+        self.store = StateStore.from_url(redis_url, cluster)
+        self.delay = delay
+        self.risk = risk
+        self.canceled: list[str] = []
+
+    def open_orders(self) -> list[Order]:
+        return []
+
+    async def submit(self, order: Order) -> bool:
+        time.sleep(self.delay)
+        self.store.record_order(order)  # journaled, as the gateway does before it answers
+        # The venue's acknowledgement, which the gateway reports to risk as it does every report.
+        self.risk.on_report.remote(ExecutionReport(
+            client_order_id=order.client_order_id, strategy=order.strategy, venue=order.venue, symbol=order.symbol,
+            status=OrderStatus.NEW, side=order.side, order_qty=order.qty, price=order.price))
+        return True
+
+    async def cancel(self, coid: str) -> bool:
+        order = self.store.load_order(coid)
+        self.risk.on_report.remote(ExecutionReport(
+            client_order_id=coid, strategy=order.strategy, venue=order.venue, symbol=order.symbol,
+            status=OrderStatus.CANCELED, side=order.side, order_qty=order.qty, price=order.price))
+        self.canceled.append(coid)
+        return True
+
+    def canceled_orders(self) -> list[str]:
+        return list(self.canceled)
+
+    async def cancel_all(self, strategy: str | None = None) -> int:
+        return 0
+
+
+def test_an_order_the_gateway_takes_after_risk_gave_up_is_reserved_again_and_canceled(ray_session, redis_url):
+    venue, sym, strat, cluster = "rtv4", "RTD", "rt-s4", "ra4"
+    syms = [SymbolSection(symbol=sym, venue=venue, price=100.0, lot_size=0.001, tick_size=0.01)]
+    section = RiskSection(defaults=RiskLimits(max_orders_per_min=1000), max_drawdown_pct=None, stop_loss_atr=None)
+    store = StateStore.from_url(redis_url, cluster)
+    risk = RiskActor.remote(section, syms, [venue], redis_url, cluster)
+    gw = LateGateway.options(name=f"gateway:{venue}").remote(redis_url, cluster, GATEWAY_TIMEOUT_S + 2.5, risk)
+    try:
+        wait_for(lambda: ray.get(risk.status.remote())["ready_venues"] == [venue])
+        ray.get(risk.on_marks.remote(marks(venue, sym, 100.0)))
+        d = ray.get(risk.submit.remote(OrderIntent(strategy=strat, venue=venue, symbol=sym, side=Side.BUY, qty=2.0,
+                                                   price=99.5)), timeout=30)
+        assert d.approved and ray.get(risk.status.remote())["reservations"] == 1
+        # No answer in time and nothing journaled yet: risk gives up and releases the reservation ...
+        wait_for(lambda: ray.get(risk.status.remote())["decisions"].get("gateway_refused") == 1, 20)
+        # ... then the gateway takes the order after all: it is live, so risk reserves it again (the event says so).
+        wait_for(lambda: ray.get(risk.status.remote())["decisions"].get("gateway_took_late") == 1, 20)
+        assert ray.get(risk.flush.remote()) == 0
+        events = {e.get("kind"): json.loads(e["data"]) for e in store.audit_entries(count=10) if e.get("kind")}
+        assert events["gateway_refused"]["released"] is True
+        assert events["gateway_took_late"] == {"client_order_id": d.client_order_id, "strategy": strat,
+                                               "venue": venue, "symbol": sym, "open_qty": 2.0}
+        # The strategy was told it was rejected, so nobody works it: risk cancels it, and its end releases it.
+        assert wait_for(lambda: ray.get(gw.canceled_orders.remote())) == [d.client_order_id]
+        wait_for(lambda: ray.get(risk.status.remote())["reservations"] == 0)
     finally:
         for h in (risk, gw):
             ray.kill(h, no_restart=True)
