@@ -127,10 +127,13 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def _print_started(run: Any) -> None:
-    from cluster.launch import _dashboard_url
+    from cluster.launch import _dashboard_url, current_run_file
+    from cluster.redis_server import redacted
     from risk.venue_rates import venue_rate_warnings
 
-    print(f"redis: {run.redis_url}  (data in {run.run_dir})")
+    shown = redacted(run.redis_url)
+    where = f"; with its password in {current_run_file(run.cfg)}" if shown != run.redis_url else ""
+    print(f"redis: {shown}  (data in {run.run_dir}{where})")
     if run.api_thread is not None:
         print(f"status API: {run.api_thread.url}/status  (OpenAPI at /openapi.json)")
     url = _dashboard_url()

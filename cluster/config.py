@@ -149,6 +149,8 @@ class ClusterConfig(Cfg):
         check(m.updates_per_second > 0, "market.updates_per_second", "must be > 0")
         check(1 <= m.depth <= 1000, "market.depth", "must be between 1 and 1000")
         check(m.spread_ticks >= 1, "market.spread_ticks", "must be >= 1")
+        check(m.stale_after_s > 0, "market.stale_after_s", "must be > 0 (seconds without a message before a book is "
+              "flagged stale and not traded on)")
         check(self.feeds.symbols_per_actor >= 1, "feeds.symbols_per_actor", "must be >= 1")
         check(1 <= self.feeds.book_depth <= m.depth, "feeds.book_depth", f"must be between 1 and market.depth ({m.depth})")
         check(0 <= m.replay_speed < float("inf"), "market.replay_speed", "must be >= 0 (1 = recorded pace, 0 = full speed)")

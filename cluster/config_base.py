@@ -73,6 +73,10 @@ def convert(data: Any, root: type[T], prefix: str = "") -> T:
         node = node.get(name) if isinstance(node, dict) else None
     key = prefix + "".join(f"[{s}]" if isinstance(s, int) or s == "[...]" else f".{s}" for s in segments).lstrip(".")
     unknown = _UNKNOWN.match(problem)
+    if problem.startswith("Invalid enum value"):
+        allowed = _literal_values(_type_at(root, segments))
+        if allowed:
+            problem = f"{problem.rstrip()}; one of: {', '.join(allowed)}"
     if unknown:
         known = _fields_at(root, segments)
         if known:
@@ -101,22 +105,32 @@ def _failing_entry(data: Any, root: type, segments: list[str | int], mapping: An
     return None
 
 
-def _fields_at(root: type, segments: list[str | int]) -> list[str]:
-    """The field names of the Struct type at `segments` under `root` (empty if it is not one)."""
+def _type_at(root: type, segments: list[str | int]) -> Any:
+    """The declared type at `segments` under `root` (None where the path leaves the declared types)."""
     t: Any = root
     for s in segments:
-        while typing.get_origin(t) in (typing.Union, types.UnionType):  # X | None: the X
-            t = next(a for a in typing.get_args(t) if a is not type(None))
+        t = _optional(t)
         if isinstance(s, str) and s != "[...]" and isinstance(t, type) and issubclass(t, msgspec.Struct):
-            hints = typing.get_type_hints(t)
-            if s not in hints:
-                return []
-            t = hints[s]
+            t = typing.get_type_hints(t).get(s)
         else:  # an entry of a list or a mapping: its value type
             args = typing.get_args(t)
             t = args[-1] if args else None
+    return _optional(t)
+
+
+def _optional(t: Any) -> Any:
+    """X for `X | None`; other types unchanged."""
     while typing.get_origin(t) in (typing.Union, types.UnionType):
         t = next(a for a in typing.get_args(t) if a is not type(None))
-    if isinstance(t, type) and issubclass(t, msgspec.Struct):
-        return list(t.__struct_fields__)
-    return []
+    return t
+
+
+def _fields_at(root: type, segments: list[str | int]) -> list[str]:
+    """The field names of the Struct type at `segments` under `root` (empty if it is not one)."""
+    t = _type_at(root, segments)
+    return list(t.__struct_fields__) if isinstance(t, type) and issubclass(t, msgspec.Struct) else []
+
+
+def _literal_values(t: Any) -> list[str]:
+    """The allowed values of a `Literal[...]` type (empty for any other)."""
+    return [str(a) for a in typing.get_args(t)] if typing.get_origin(t) is typing.Literal else []

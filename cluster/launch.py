@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -29,8 +30,9 @@ from actors.risk import RiskActor
 from actors.strategy import StrategyActor
 from cluster.config import ClusterConfig, VenueSection
 from cluster.placement import SHARD_RESOURCE, FeedGroup, NodeInfo, PlacementPlan, plan_placement, replan_lost
-from cluster.redis_server import EmbeddedRedis
+from cluster.redis_server import EmbeddedRedis, redacted
 from cluster.state_store import StateStore
+from gateways.secrets import SecretsError, load_credentials
 
 log = logging.getLogger(__name__)
 AUTH_MODE_ENV = "RAY_AUTH_MODE"  # Ray's switch for token authentication ("token" / "disabled")
@@ -49,6 +51,19 @@ def namespace_for(cfg: ClusterConfig) -> str:
 
 def current_run_file(cfg: ClusterConfig) -> Path:
     return Path(cfg.cluster.data_dir) / f"{cfg.cluster.name}.current.json"
+
+
+def actor_failure(exc: BaseException) -> str:
+    """One line for an actor that died while being created: its name and the error its constructor raised
+    (Ray's message holds the whole remote traceback), else the exception's first line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # Ray colours the task name
+    name = re.search(r"ray::([^\s(]+):\w+\.__init__\(\)", text) or re.search(r"\bname: ([^,\s]+)", text)
+    raised = [f"{m.group(1)}: {m.group(2)}"
+              for m in re.finditer(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$", text, re.MULTILINE)
+              if m.group(1) not in ("RayTaskError", "ActorDiedError", "RayActorError")]
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    what = raised[-1] if raised else f"{type(exc).__name__}: {first}"
+    return f"{name.group(1)}: {what}" if name else what
 
 
 def join_running_cluster(cfg: ClusterConfig, logging_level: int = logging.WARNING) -> dict[str, Any]:
@@ -143,6 +158,7 @@ class ClusterRun:
         self.run_dir = Path(cfg.cluster.data_dir).resolve() / f"{cfg.cluster.name}-{stamp}-{os.getpid()}"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
+            self._check_credentials()
             self._start_ray()
             self._start_redis()
             self._start_market()
@@ -171,7 +187,7 @@ class ClusterRun:
         try:
             self.store.ping()
         except Exception as exc:
-            raise LaunchError(f"cannot reach Redis at {self.redis_url}: {exc}") from None
+            raise LaunchError(f"cannot reach Redis at {redacted(self.redis_url)}: {exc}") from None
         self.stats_at_start = self.store.stats()
 
     def _start_ray(self) -> None:
@@ -201,6 +217,20 @@ class ClusterRun:
             self.market_sim = SimulatorProcess(self.cfg, self.run_dir).start()
         except SimulatorStartError as exc:
             raise LaunchError(str(exc)) from None
+
+    def _check_credentials(self) -> None:
+        """Read the API keys of the venues traded for real before anything starts: a missing key or secrets file
+        is then one line, not a gateway actor dying inside Ray. Only with a local Ray, whose actors get this
+        process's environment; on a cluster joined by address the gateway reads them on its own node."""
+        if self.cfg.ray.address or self.cfg.market.source in ("simulator", "replay"):
+            return
+        for name, v in sorted(self.cfg.venues.items()):
+            if v.type == "paper":
+                continue
+            try:
+                load_credentials(v.type, v.secrets_file)
+            except SecretsError as exc:
+                raise LaunchError(f"venues.{name}: {exc}") from None
 
     def _gateway_venue(self, venue: str) -> tuple[VenueSection, bool]:
         """A gateway's venue section, and whether it trades on the venue simulator: with the simulator running
@@ -270,7 +300,7 @@ class ClusterRun:
         try:  # everything constructed (restored from Redis) before any market data flows
             ray.get([h.node_id.remote() for h in handles], timeout=120)
         except Exception as exc:
-            raise LaunchError(f"actors failed to start: {type(exc).__name__}: {exc}") from None
+            raise LaunchError(f"actors failed to start: {actor_failure(exc)}") from None
         # Gateways send execution reports to these actors from now on (a moved strategy is a new actor).
         ray.get([gw.attach_strategy.remote(s, self.strategies[s]) for gw in self.gateways.values() for s in strategies])
         subs = []

