@@ -15,6 +15,8 @@ from pathlib import Path
 
 import redis
 
+from cluster.child_process import ends_with_parent
+
 
 def redacted(url: str) -> str:
     """`url` with its password, if any, as `***`: for what is printed or logged (the run file keeps it whole)."""
@@ -91,10 +93,10 @@ class EmbeddedRedis:
             port = self.port if fixed_port else free_port(self.host)
             log = self.data_dir / "redis.log"
             self.proc = subprocess.Popen(
-                [exe, "--port", str(port), "--bind", self.host, "--dir", str(self.data_dir),
-                 "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
-                 "--logfile", str(log), "--protected-mode", "yes",
-                 *(["--requirepass", self.password] if self.password else [])],
+                ends_with_parent([exe, "--port", str(port), "--bind", self.host, "--dir", str(self.data_dir),
+                                  "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
+                                  "--logfile", str(log), "--protected-mode", "yes",
+                                  *(["--requirepass", self.password] if self.password else [])]),
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
             self.port = port

@@ -13,6 +13,8 @@ from typing import Any
 
 import msgspec
 
+from cluster.child_process import ends_with_parent
+
 
 def _absolute_replay_paths(cfg: Any) -> Any:
     """The simulator runs in the repository: relative `market.replay_path`s are made absolute here."""
@@ -58,7 +60,8 @@ class SimulatorProcess:
                                                            if p)}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateways.venue_sim", "--config", str(cfg_path), "--port", "0", *self.extra_args],
+            ends_with_parent([sys.executable, "-m", "gateways.venue_sim", "--config", str(cfg_path), "--port", "0",
+                              *self.extra_args]),
             stdout=subprocess.PIPE, stderr=log, cwd=str(repo), env=env)
         log.close()
         line: list[bytes] = []
