@@ -7,11 +7,13 @@ non-zero exit code, never a traceback, for anything a user can get wrong.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="actors and nodes, positions, P&L, open orders, risk state")
     st.add_argument("--config", default=DEFAULT_CONFIG)
     st.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    st.add_argument("--run", default=None, metavar="DIR|last",
+                    help="a stopped run: its folder, or `last` (its Redis is started again from the run's files)")
     st.set_defaults(func=cmd_status)
 
     ks = sub.add_parser("kill-switch", help="stop new orders (and cancel resting ones) or allow them again")
@@ -172,7 +176,7 @@ def connect_store(cfg: ClusterConfig) -> Any:
         path = current_run_file(cfg)
         if not path.exists():
             raise CliError(f"no running cluster {cfg.cluster.name!r} found ({path} is missing) and redis.url is "
-                           "empty; start one with `make run` or set redis.url")
+                           "empty; start one with `make run`, set redis.url, or read a stopped run with --run last")
         url = json.loads(path.read_text())["redis_url"]
     store = StateStore.from_url(url, cfg.cluster.name)
     try:
@@ -182,9 +186,49 @@ def connect_store(cfg: ClusterConfig) -> Any:
     return store
 
 
+def finished_run_dir(cfg: ClusterConfig, run: str) -> Path:
+    """The folder of a stopped run: `run` itself, or with "last" the newest `<data_dir>/<name>-*` run of `cfg`."""
+    if run != "last":
+        path = Path(run)
+        if not (path / "redis").is_dir():
+            raise CliError(f"--run {run}: not a run folder (no redis/ in it); runs are <data_dir>/<name>-<time>-<pid>")
+        return path
+    runs = sorted((p for p in Path(cfg.cluster.data_dir).glob(f"{cfg.cluster.name}-*") if (p / "redis").is_dir()),
+                  key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise CliError(f"--run last: no run of {cfg.cluster.name!r} with its own Redis in {cfg.cluster.data_dir}/")
+    return runs[-1]
+
+
+@contextlib.contextmanager
+def open_store(cfg: ClusterConfig, run: str | None = None) -> Iterator[Any]:
+    """The state store to read: the running cluster's (see `connect_store`), or with `run` a stopped run's,
+    whose Redis is started again from the run folder's append-only file for as long as it is read."""
+    if not run:
+        yield connect_store(cfg)
+        return
+    from cluster.redis_server import EmbeddedRedis
+    from cluster.state_store import StateStore
+
+    folder = finished_run_dir(cfg, run)
+    redis_server = EmbeddedRedis(folder / "redis")
+    try:
+        url = redis_server.start()
+    except RedisStartError as exc:
+        raise CliError(f"--run {folder}: cannot start its Redis again: {exc}") from None
+    try:
+        yield StateStore.from_url(url, cfg.cluster.name)
+    finally:
+        redis_server.stop()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    store = connect_store(cfg)
+    with open_store(cfg, args.run) as store:
+        return _print_status(cfg, store, args)
+
+
+def _print_status(cfg: ClusterConfig, store: Any, args: argparse.Namespace) -> int:
     positions = store.positions()
     marks = store.marks()
     stats = store.stats()
@@ -207,7 +251,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     }
     from dashboards.status_reader import StatusReader, format_performance
 
-    perf = StatusReader(store).performance()
+    perf = StatusReader(store, live=not args.run).performance()
     status["performance"] = perf.to_dict()
     if args.json:
         print(json.dumps(status, indent=2))

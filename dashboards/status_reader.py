@@ -45,10 +45,11 @@ class FillJournal:
 
 
 class StatusReader:
-    def __init__(self, store: StateStore, ttl_s: float = 2.0):
+    def __init__(self, store: StateStore, ttl_s: float = 2.0, live: bool = True):
         self.store = store
         self.journal = FillJournal(store)
         self.ttl_s = ttl_s
+        self.live = live  # a running cluster: equity runs to now; a stopped run's ends at its last fill
         self._perf: dict[float | None, tuple[float, Performance]] = {}
 
     @property
@@ -143,7 +144,7 @@ class StatusReader:
         if cached is not None and now - cached[0] < self.ttl_s:
             return cached[1]
         fills = self.journal.refresh()
-        perf = analyze(fills, self.store.marks(), as_of_ns=time.time_ns(), bar_s=bar_s)
+        perf = analyze(fills, self.store.marks(), as_of_ns=time.time_ns() if self.live else None, bar_s=bar_s)
         self._perf[bar_s] = (now, perf)
         return perf
 
@@ -160,14 +161,18 @@ def format_performance(perf: Performance) -> str:
 
     rows = [("total", perf.total)] + [(f"strategy {k}", v) for k, v in perf.by_strategy.items()] + \
            [(f"symbol {k}", v) for k, v in perf.by_symbol.items()]
+    names = [name for name, _ in rows]
+    first = max(22, *(len(n) for n in names))
+    # A space between columns, so that a value wider than its column (a Sharpe of -11570.44) cannot run into the next.
+    header = ["fills".rjust(6), "net P&L".rjust(11), "fees".rjust(9), "Sharpe".rjust(8), "Sortino".rjust(8),
+              "vol/yr".rjust(11), "max DD".rjust(9), "DD s".rjust(7), "win %".rjust(6)]
     lines = [f"performance (returns over {perf.total.bar_s:g}s bars, annualized, 365-day year):",
-             f"  {'':<22}{'fills':>7}{'net P&L':>12}{'fees':>10}{'Sharpe':>9}{'Sortino':>9}{'vol/yr':>12}"
-             f"{'max DD':>10}{'DD s':>8}{'win %':>7}"]
+             f"  {'':<{first}} " + " ".join(header)]
     for name, s in rows:
         win = None if s.win_rate is None else 100 * s.win_rate
-        lines.append(f"  {name:<22}{s.fills:>7}{num(s.net_pnl, 12)}{num(s.fees, 10)}{num(s.sharpe, 9, 2)}"
-                     f"{num(s.sortino, 9, 2)}{num(s.volatility, 12, 2)}{num(s.max_drawdown, 10)}"
-                     f"{s.max_drawdown_duration_s:>8.0f}{num(win, 7, 1)}")
+        cells = [f"{s.fills:>6}", num(s.net_pnl, 11), num(s.fees, 9), num(s.sharpe, 8, 2), num(s.sortino, 8, 2),
+                 num(s.volatility, 11, 2), num(s.max_drawdown, 9), f"{s.max_drawdown_duration_s:>7.0f}", num(win, 6, 1)]
+        lines.append(f"  {name:<{first}} " + " ".join(cells))
     return "\n".join(lines)
 
 

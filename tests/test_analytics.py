@@ -129,3 +129,20 @@ def test_to_dict_is_json_ready(perf) -> None:
     d = json.loads(json.dumps(perf.to_dict()))
     assert d["total"]["net_pnl"] == pytest.approx(-0.55)
     assert set(d["by_strategy"]) == {"A", "B"} and "Sharpe" in d["conventions"]
+
+
+def test_the_status_table_keeps_a_space_between_columns_whatever_the_values(perf) -> None:
+    import dataclasses
+
+    from dashboards.status_reader import format_performance
+
+    wide = dataclasses.replace(perf.total, fees=101.9759, sharpe=-11570.44, sortino=-123456.78)
+    perf.by_strategy["a-strategy-with-a-long-name"] = perf.total
+    text = format_performance(dataclasses.replace(perf, total=wide))
+    header, *rows = text.splitlines()[1:]
+    assert header.split() == ["fills", "net", "P&L", "fees", "Sharpe", "Sortino", "vol/yr", "max", "DD", "DD", "s",
+                              "win", "%"]
+    total = next(r for r in rows if r.split()[0] == "total")
+    assert "101.9759 -11570.44 -123456.78" in total
+    long_row = next(r for r in rows if "a-strategy-with-a-long-name" in r)
+    assert len(long_row.split()) == len(total.split()) + 1  # "strategy NAME", each value its own word

@@ -16,11 +16,13 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, help="folder for report.html, the PNG charts and summary.json")
     p.add_argument("--bar", type=float, default=None, help="bar length in seconds for returns (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--run", default=None, metavar="DIR|last",
+                   help="a stopped run: its folder, or `last` (its Redis is started again from the run's files)")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from cluster.cli import CliError, connect_store
+    from cluster.cli import CliError, open_store
     from cluster.config import load_config
     from dashboards.analytics import analyze
     from dashboards.report import write_report
@@ -29,9 +31,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.bar is not None and args.bar <= 0:
         raise CliError("--bar must be > 0 seconds")
     cfg = load_config(args.config)
-    store = connect_store(cfg)
-    fills = FillJournal(store).refresh()
-    perf = analyze(fills, store.marks(), as_of_ns=time.time_ns(), bar_s=args.bar)
+    with open_store(cfg, args.run) as store:
+        fills = FillJournal(store).refresh()
+        marks = store.marks()
+    perf = analyze(fills, marks, as_of_ns=None if args.run else time.time_ns(), bar_s=args.bar)
     out = Path(args.out)
     try:
         paths = write_report(perf, out, cfg.cluster.name, show_progress=not args.no_progress)
