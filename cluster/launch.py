@@ -249,7 +249,9 @@ class ClusterRun:
             if vcfg.type == "paper":
                 out[v] = "paper fills inside the gateway (no venue)"
             elif simulated:
-                out[v] = f"the venue simulator at {vcfg.rest_url} ({vcfg.type} protocol, the simulator's keys)"
+                unread = self.cfg.venues[v].secrets_file
+                out[v] = (f"the venue simulator at {vcfg.rest_url} ({vcfg.type} protocol, the simulator's keys"
+                          + (f"; secrets_file {unread} is not read" if unread else "") + ")")
             else:
                 out[v] = f"{vcfg.url('rest_url')}: a real {vcfg.type} endpoint, with your keys"
         return out

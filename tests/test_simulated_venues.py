@@ -51,6 +51,19 @@ def test_with_real_market_data_orders_go_to_the_configured_venue_and_start_says_
                      "paper": "paper fills inside the gateway (no venue)"}
 
 
+def test_on_the_simulator_start_says_so_and_that_a_secrets_file_is_not_read(tmp_path):
+    from types import SimpleNamespace
+
+    data = venues_config(tmp_path, "redis://127.0.0.1:1")
+    data["venues"]["alpaca"]["secrets_file"] = "~/.config/rsc/alpaca.yaml"
+    run = ClusterRun(parse_config(data))
+    run.market_sim = SimpleNamespace(http_url="http://127.0.0.1:4567")
+    assert run.order_destinations() == {
+        "alpaca": "the venue simulator at http://127.0.0.1:4567 (alpaca protocol, the simulator's keys; "
+                  "secrets_file ~/.config/rsc/alpaca.yaml is not read)",
+        "binance": "the venue simulator at http://127.0.0.1:4567 (binance protocol, the simulator's keys)"}
+
+
 def test_the_builtin_market_refuses_a_real_venue(tmp_path):
     with pytest.raises(ConfigError, match=r"venues\.binance\.type: a binance venue needs market\.source simulator"):
         parse_config(venues_config(tmp_path, "", source="builtin"))
