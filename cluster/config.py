@@ -182,19 +182,22 @@ class ClusterConfig(Cfg):
                 check(getattr(s, field) > 0, f"{key}.{field}", "must be > 0")
             check(s.volatility >= 0, f"{key}.volatility", "must be >= 0")
         names: set[str] = set()
-        from strategies import STRATEGY_TYPES  # late: strategies import messages, not config
+        from strategies import strategy_class  # late: strategies import messages, not config
 
         for i, st in enumerate(self.strategies):
             key = f"strategies[{i}]"
             check(bool(_NAME_RE.fullmatch(st.name)), f"{key}.name", f"{st.name!r} must be 1-32 letters, digits, '-' or '_'")
             check(st.name not in names, f"{key}.name", f"{st.name!r} is used twice")
             names.add(st.name)
-            check(st.type in STRATEGY_TYPES, f"{key}.type", f"unknown strategy type {st.type!r}; known: {sorted(STRATEGY_TYPES)}")
+            try:
+                cls = strategy_class(st.type)
+            except ValueError as exc:
+                raise ConfigError(f"{key}.type", str(exc)) from None
             check(bool(st.symbols), f"{key}.symbols", "at least one symbol is required")
             for sym in st.symbols:
                 check(sym in seen, f"{key}.symbols", f"unknown symbol {sym!r}; configured: {sorted(seen)}")
             try:
-                STRATEGY_TYPES[st.type](st.name, st.symbols, {s: self.symbol_map[s].venue for s in st.symbols}, st.params)
+                cls(st.name, st.symbols, {s: self.symbol_map[s].venue for s in st.symbols}, st.params)
             except ValueError as exc:
                 raise ConfigError(f"{key}.params", str(exc)) from None
         self.risk.validate(seen, names, set(self.venues))

@@ -55,3 +55,15 @@ def test_an_actor_that_dies_in_its_constructor_is_named_with_its_error(ray_sessi
     assert actor_failure(err.value) == ("gateway:lateness: SecretsError: cannot read secrets file /x/alpaca.yaml: "
                                         "No such file or directory")
     assert actor_failure(RuntimeError("no route\nmore")) == "RuntimeError: no route"
+
+
+def test_a_simulator_that_stops_at_start_says_why(tmp_path):
+    from cluster.config import load_config
+    from gateways.venue_sim.process import SimulatorProcess, SimulatorStartError
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "paper.yaml")
+    sim = SimulatorProcess(cfg, tmp_path, extra_args=["--replay-symbol", "NOPE=BTCUSDT"])
+    with pytest.raises(SimulatorStartError) as err:
+        sim.start()
+    assert str(err.value).startswith("the venue simulator stopped at start: ")
+    assert "--replay-symbol need --replay" in str(err.value) and str(sim.log_path) in str(err.value)

@@ -56,8 +56,10 @@ class SimulatorProcess:
         cfg_path = self.run_dir / "venue_sim_config.json"
         cfg_path.write_bytes(msgspec.json.encode(_absolute_replay_paths(self.cfg)))
         repo = Path(__file__).resolve().parents[2]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH", ""))
-                                                           if p)}
+        # It runs in the repository; the launcher's folder stays importable (a strategy of the user's own that
+        # the config names is imported when the simulator reads the config).
+        path = (str(repo), os.getcwd(), os.environ.get("PYTHONPATH", ""))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             ends_with_parent([sys.executable, "-m", "gateways.venue_sim", "--config", str(cfg_path), "--port", "0",
@@ -69,7 +71,12 @@ class SimulatorProcess:
         reader.start()
         reader.join(timeout_s)
         if not line or not line[0]:
+            exited = self.proc.poll() is not None
             self.stop()
+            if exited:
+                said = self.log_path.read_text(errors="replace").strip().splitlines() if self.log_path.exists() else []
+                raise SimulatorStartError(f"the venue simulator stopped at start: {said[-1] if said else 'no output'}; "
+                                          f"see {self.log_path}")
             raise SimulatorStartError(f"the venue simulator did not start within {timeout_s:.0f} s; see {self.log_path}")
         try:
             self.info = json.loads(line[0])
