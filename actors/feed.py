@@ -47,7 +47,7 @@ def feed_endpoints(cfg: Any, venue: str, simulator_url: str = "") -> dict[str, s
         return None
     vcfg = cfg.venues[venue]
     protocol = "alpaca" if vcfg.type == "alpaca" else "binance"
-    if source in ("simulator", "replay"):  # replay: the simulator serves the recording
+    if cfg.market.on_simulator:
         if not simulator_url:
             raise ValueError(f"market.source is {source!r} but no simulator is running")
         sim = vcfg.on_simulator(simulator_url)

@@ -75,6 +75,12 @@ class MarketSection(Cfg):
     trades_per_update: float = 1.0
     stale_after_s: float = 2.0
 
+    @property
+    def on_simulator(self) -> bool:
+        """Whether the venue simulator serves this market (`replay`: it serves the recording), so that feeds read
+        it and Binance or Alpaca gateways trade on it."""
+        return self.source in ("simulator", "replay")
+
 
 class RecordSection(Cfg):
     """`feeds.record`: what each feed actor records (all off by default)."""

@@ -208,7 +208,7 @@ class ClusterRun:
                               f"{type(exc).__name__}: {exc}") from None
 
     def _start_market(self) -> None:
-        if self.cfg.market.source not in ("simulator", "replay"):  # replay: the simulator serves the recording
+        if not self.cfg.market.on_simulator:
             return
         from gateways.venue_sim.process import SimulatorProcess, SimulatorStartError
 
@@ -222,7 +222,7 @@ class ClusterRun:
         """Read the API keys of the venues traded for real before anything starts: a missing key or secrets file
         is then one line, not a gateway actor dying inside Ray. Only with a local Ray, whose actors get this
         process's environment; on a cluster joined by address the gateway reads them on its own node."""
-        if self.cfg.ray.address or self.cfg.market.source in ("simulator", "replay"):
+        if self.cfg.ray.address or self.cfg.market.on_simulator:
             return
         for name, v in sorted(self.cfg.venues.items()):
             if v.type == "paper":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,14 @@ def register(sub: Any) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from cluster.cli import CliError, open_store
     from cluster.config import load_config
-    from dashboards.analytics import analyze
     from dashboards.report import write_report
-    from dashboards.status_reader import FillJournal
+    from dashboards.status_reader import StatusReader
 
     if args.bar is not None and args.bar <= 0:
         raise CliError("--bar must be > 0 seconds")
     cfg = load_config(args.config)
     with open_store(cfg, args.run) as store:
-        fills = FillJournal(store).refresh()
-        marks = store.marks()
-    perf = analyze(fills, marks, as_of_ns=None if args.run else time.time_ns(), bar_s=args.bar)
+        perf = StatusReader(store, live=not args.run).performance(args.bar)
     out = Path(args.out)
     try:
         paths = write_report(perf, out, cfg.cluster.name, show_progress=not args.no_progress)
