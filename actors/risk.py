@@ -182,7 +182,7 @@ class RiskService:
         added = 0
         for c, o in at_gateway.items():
             if c not in eng.reservations:
-                eng._reserve(o)
+                eng.reserve_open(o)
                 added += 1
             else:
                 res = eng.reservations[c]

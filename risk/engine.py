@@ -326,8 +326,9 @@ class RiskEngine:
                                     order.notional), ts)
 
     def reserve_open(self, order: Order) -> None:
-        """Reserve the limits of a live order already counted in rates and duplicates when it was approved (one
-        risk gave up on that its gateway took after all); a terminal order has nothing to reserve."""
+        """Reserve the limits of a live order already counted in rates and duplicates when it was approved (an
+        open order rebuilt after a restart or found at the gateway, or one risk gave up on that its gateway took
+        after all); a terminal order has nothing to reserve."""
         if not order.status.is_terminal:
             self._reserve(order)
 
@@ -407,8 +408,7 @@ class RiskEngine:
             self.exposure.add_position(p.strategy, venue, p.symbol, p.qty)
         self.losses.load(positions)
         for o in open_orders:
-            if not o.status.is_terminal:
-                self._reserve(o)
+            self.reserve_open(o)
 
     def restore_usage(self, approved: Iterable[tuple[str, str, str, Side, float | None, float, int, float | None]],
                       cancels: Iterable[tuple[str, str, int]]) -> None:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 
 from cluster.config import ClusterConfig
+from gateways.alpaca.trading import REQUESTS_PER_MIN as ALPACA_REQUESTS_PER_MIN
 from risk.engine import Resolved
 
-# Requests a minute the venue accepts per account (documented limits; venues not listed have none we check).
-VENUE_REQUESTS_PER_MIN: dict[str, int] = {"alpaca": 200}
+# Requests a minute the venue accepts per account (the limits its gateway keeps to; venues not listed: unchecked).
+VENUE_REQUESTS_PER_MIN: dict[str, int] = {"alpaca": ALPACA_REQUESTS_PER_MIN}
 
 
 def _per_min(per_s: float | None, per_min: float | None) -> float:
