@@ -71,7 +71,7 @@ class SimulatorProcess:
         reader.start()
         reader.join(timeout_s)
         if not line or not line[0]:
-            exited = self.proc.poll() is not None
+            exited = bool(line)  # its output ended (EOF) before it said it listens: it stopped, not slow
             self.stop()
             if exited:
                 said = self.log_path.read_text(errors="replace").strip().splitlines() if self.log_path.exists() else []
